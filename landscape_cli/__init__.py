@@ -1,0 +1,1 @@
+"""The ``landscape`` command line."""

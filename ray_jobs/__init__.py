@@ -1,0 +1,1 @@
+"""Distributed execution on Ray (the only package besides the CLI that imports ray)."""

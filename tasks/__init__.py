@@ -1,0 +1,1 @@
+"""Inversion tasks built on the landscape core."""
