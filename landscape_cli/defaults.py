@@ -32,3 +32,32 @@ EVAL_DEFAULTS = {
 }
 
 OPEN_SECTIONS = ("attack_params", "model.kwargs")
+
+GENERATOR_DEFAULTS = {
+    "seed": 0,
+    "device": "auto",
+    "threads": 0,
+    "data": {"root": None, "split": "train", "n_examples": 0, "selection": "first", "download": True},
+    "generator": {"latent_dim": 128, "width": 64},
+    "train": {"epochs": 10, "batch_size": 128, "lr": 2.0e-4, "progress": True},
+}
+
+# Per task: the theta training settings (TrainConfig fields) and the invert settings.
+THETA_DEFAULTS = {
+    "gan-cifar10": {
+        "theta": {"iterations": 600, "batch_size": 32, "unroll": 5, "lr_z": 10.0, "rule": "sgd", "theta_lr": 1e-3,
+                  "z_dim": None, "width": 256, "depth": 2, "buffer_size": 4096, "buffer_fraction": 0.5,
+                  "collect_every": 10, "collect_steps": 20, "grad_clip": 10.0, "checkpoint_every": 50},
+    },
+}
+
+INVERT_DEFAULTS = {
+    "gan-cifar10": {
+        "theta": {"weights": "checkpoints/theta-gan-cifar10.pt"},
+        "invert": {"budgets": [1, 2, 5, 10, 20, 50, 100, 200], "n_images": 200, "n_tune": 64, "batch_size": 200,
+                   "x_search": {"sgd": [3, 10, 30, 100], "adam": [0.01, 0.03, 0.1, 0.3]},
+                   "z_search": {"sgd": [5, 10, 20, 40]}, "plot_metric": "mse"},
+        "analyses": {"run": ["ood", "masked", "landscape"], "n_images": 100, "n_masked": 32, "hypotheses": 4,
+                     "encoder_iterations": 1500},
+    },
+}

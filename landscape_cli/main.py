@@ -1,6 +1,9 @@
 """``landscape``: one entry point, a subcommand per job.
 
     landscape eval [--config FILE] [--out DIR] [key=value ...]
+    landscape train-generator [--config FILE] [--out DIR] [key=value ...]
+    landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
+    landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]
 """
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from landscape.config import ConfigError, load_config
+from landscape.config import ConfigError, dump_config, load_config
+from landscape.io import atomic_write_text
 
 from .defaults import EVAL_DEFAULTS, OPEN_SECTIONS
 
@@ -29,6 +33,97 @@ def _eval(args) -> int:
     return 0
 
 
+def _train_generator(args) -> int:
+    import json
+
+    from defense.data import load_cifar10, select_subset
+    from defense.evaluate import pick_device
+    from defense.generator import train_gan
+
+    from .defaults import GENERATOR_DEFAULTS
+
+    cfg = load_config(GENERATOR_DEFAULTS, args.config, args.overrides)
+    if cfg["threads"]:
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    d = cfg["data"]
+    data = select_subset(load_cifar10(d["root"], d["split"], bool(d["download"])), d["n_examples"], cfg["seed"],
+                         d["selection"])
+    out = Path(args.out or "results/generator")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    t = cfg["train"]
+    summary = train_gan(data.images, out, epochs=int(t["epochs"]), batch_size=int(t["batch_size"]),
+                        latent_dim=int(cfg["generator"]["latent_dim"]), width=int(cfg["generator"]["width"]),
+                        lr=float(t["lr"]), seed=int(cfg["seed"]), device=str(pick_device(cfg["device"])),
+                        progress=bool(t["progress"]) and not args.quiet)
+    summary["data"] = data.source
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"generator: {out / 'generator.pt'} ({summary['epochs']} epochs, {summary['elapsed_s'] / 60:.1f} min)")
+    return 0
+
+
+def _task_config(args, section_defaults: dict) -> dict:
+    from tasks.registry import TASK_DEFAULTS, TaskError
+
+    if args.task not in TASK_DEFAULTS:
+        raise TaskError(f"unknown task {args.task!r}; valid: {', '.join(TASK_DEFAULTS)}")
+    from landscape.config import merge
+
+    defaults = merge({"seed": 0, "device": "cpu", "threads": 0, "progress": True}, TASK_DEFAULTS[args.task])
+    defaults = merge(defaults, section_defaults.get(args.task, {}))
+    cfg = load_config(defaults, args.config, args.overrides)
+    if cfg["threads"]:
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    return cfg
+
+
+def _train_theta(args) -> int:
+    from landscape.trainer import ThetaTrainer, TrainConfig
+    from tasks.registry import build_task
+
+    from .defaults import THETA_DEFAULTS
+
+    cfg = _task_config(args, THETA_DEFAULTS)
+    out = Path(args.out or f"results/theta-{args.task}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    problem = build_task(args.task, cfg)
+    tcfg = TrainConfig.from_dict({**cfg["theta"], "seed": cfg["seed"], "extra": {"task": args.task}})
+    trainer = ThetaTrainer(problem, tcfg, device=cfg["device"])
+    state = out / "state.pt"
+    if state.is_file():
+        trainer.resume(state)
+        print(f"resuming from {state} at iteration {trainer.iteration}")
+    trainer.train(state, progress=bool(cfg["progress"]) and not args.quiet)
+    trainer.save(out / "theta.pt", with_buffer=False)
+    print(f"theta: {out / 'theta.pt'} ({trainer.iteration} iterations, {trainer.elapsed / 60:.1f} min)")
+    return 0
+
+
+def _invert(args) -> int:
+    from tasks.invert import run_invert
+
+    from .defaults import INVERT_DEFAULTS
+
+    cfg = _task_config(args, INVERT_DEFAULTS)
+    out = Path(args.out or Path("results") / f"invert-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = run_invert(args.task, cfg, out, progress=not args.quiet)
+    view = summary.pivot_table(index="budget", columns=["metric", "space"], values="mean")
+    print(view.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out / 'summary.csv'}")
+    return 0
+
+
+def _add_common(p) -> None:
+    p.add_argument("--config", help="YAML config")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="landscape", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="output folder (default results/<timestamp>)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_eval)
+    tg = sub.add_parser("train-generator", help="train the CIFAR-10 DCGAN used by the generator purifier",
+                        usage="landscape train-generator [--config FILE] [--out DIR] [key=value ...]")
+    _add_common(tg)
+    tg.set_defaults(func=_train_generator)
+    tt = sub.add_parser("train-theta", help="learn a landscape theta: Z -> X for an inversion task",
+                        usage="landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]")
+    tt.add_argument("--task", required=True)
+    _add_common(tt)
+    tt.set_defaults(func=_train_theta)
+    iv = sub.add_parser("invert", help="invert held-out targets in X and in the learned Z at every budget K",
+                        usage="landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]")
+    iv.add_argument("--task", required=True)
+    _add_common(iv)
+    iv.set_defaults(func=_invert)
     return parser
 
 
@@ -53,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     from defense.classifiers import ModelError
     from defense.data import DataError
     from defense.evaluate import EvalError
+    from landscape.descent import DescentError
+    from landscape.problem import ProblemError
+    from landscape.trainer import CheckpointError
+    from tasks.registry import TaskError
 
     try:
         return args.func(args)
-    except (ConfigError, AttackError, ModelError, DataError, EvalError) as exc:
+    except (ConfigError, AttackError, ModelError, DataError, EvalError, TaskError, CheckpointError, ProblemError,
+            DescentError, FileNotFoundError) as exc:
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

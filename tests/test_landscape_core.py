@@ -1,0 +1,158 @@
+"""The task-agnostic core on a small analytic problem where plain descent is slow."""
+import copy
+
+import pytest
+import torch
+
+from landscape import (CheckpointError, DescentError, InversionProblem, ProblemError, ReplayBuffer, ThetaTrainer,
+                       TrainConfig, descend, load_theta, tune_step_size, z_init)
+from landscape.compare import compare_spaces, steps_to_reach
+
+
+class IllConditioned(InversionProblem):
+    """F(x) = s * x with curvatures spread over two decades: plain descent crawls along the flat axes."""
+
+    def __init__(self, d=8, cond=100.0):
+        self.latent_shape = (d,)
+        self.scales = torch.logspace(0, 1, d, dtype=torch.float64).float() * (cond ** 0.5 / 10)
+        self._held = self.sample_targets(128, torch.Generator().manual_seed(123))
+
+    def forward(self, x):
+        self.check_x(x)
+        return x * self.scales
+
+    def loss(self, prediction, target):
+        return ((prediction - target) ** 2).sum(1)
+
+    def sample_targets(self, n, generator=None):
+        return torch.randn(n, self.latent_shape[0], generator=generator) * self.scales
+
+    def heldout(self, n=None):
+        return self._held if n is None else self._held[:n]
+
+
+CFG = dict(iterations=150, batch_size=64, unroll=5, lr_z=0.005, width=64, depth=2, collect_every=10,
+           collect_steps=10, buffer_size=512, checkpoint_every=1000)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    problem = IllConditioned()
+    trainer = ThetaTrainer(problem, TrainConfig(**CFG))
+    trainer.train(progress=False)
+    return problem, trainer
+
+
+def test_theta_beats_tuned_descent_in_x_at_small_k(trained):
+    problem, trainer = trained
+    y = problem.heldout()
+    obj = lambda x: problem.objective(x, y)  # noqa: E731
+    for k in (2, 5):
+        x0 = problem.init(len(y), torch.Generator().manual_seed(1))
+        lr, _ = tune_step_size(lambda lr: descend(obj, x0, k, lr).losses[-1], [1e-3, 3e-3, 1e-2, 3e-2, 0.1])
+        loss_x = descend(obj, x0, k, lr).losses[-1].mean()
+        z0 = z_init(trainer.theta, len(y), torch.Generator().manual_seed(1))
+        loss_z = descend(obj, z0, k, trainer.cfg.lr_z, theta=trainer.theta).losses[-1].mean()
+        assert loss_z < 0.7 * loss_x, (k, float(loss_x), float(loss_z))
+
+
+def test_compare_spaces_reports_both_spaces(trained):
+    problem, trainer = trained
+    per, summary = compare_spaces(problem, trainer.theta, problem.heldout(32), problem.sample_targets(32),
+                                  [1, 5, 20], [("sgd", 1e-3), ("sgd", 3e-3), ("adam", 0.1)], [("sgd", 0.005)])
+    assert set(summary["space"]) == {"X", "Z"}
+    assert len(per) == 2 * 3 * 32
+    x5 = summary[(summary.space == "X") & (summary.budget == 5)]["mean"].item()
+    z5 = summary[(summary.space == "Z") & (summary.budget == 5)]["mean"].item()
+    assert z5 < x5
+    k = steps_to_reach(summary, "loss", x5, "Z")
+    assert k is not None and k <= 5
+
+
+def test_unrolled_gradients_match_finite_differences():
+    torch.manual_seed(0)
+    A = torch.randn(4, 3, dtype=torch.float64)
+    y = torch.randn(2, 4, dtype=torch.float64)
+    w = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    obj = lambda x: ((torch.tanh(x) @ A.T - y) ** 2).sum(1)  # noqa: E731
+    z0 = torch.randn(2, 3, dtype=torch.float64)
+    for rule in ("sgd", "adam"):
+        def total(weight):
+            return descend(obj, z0, 4, 0.05, rule, theta=lambda z: z @ weight, differentiable=True).losses.sum()
+        (g,) = torch.autograd.grad(total(w), w)
+        fd = torch.zeros_like(w)
+        h = 1e-6
+        for i in range(3):
+            for j in range(3):
+                e = torch.zeros_like(w)
+                e[i, j] = h
+                fd[i, j] = (total(w.detach() + e) - total(w.detach() - e)) / (2 * h)
+        assert torch.allclose(g, fd, rtol=1e-5, atol=1e-7), rule
+
+
+def test_descent_returns_losses_at_every_step_and_bad_budget():
+    obj = lambda x: (x ** 2).sum(1)  # noqa: E731
+    res = descend(obj, torch.ones(3, 2), 7, 0.1)
+    assert res.losses.shape == (8, 3)
+    assert torch.all(res.losses[1:] < res.losses[:-1])
+    with pytest.raises(DescentError, match="K"):
+        descend(obj, torch.ones(3, 2), -1, 0.1)
+    with pytest.raises(DescentError, match="rule"):
+        descend(obj, torch.ones(3, 2), 1, 0.1, rule="newton")
+    with pytest.raises(DescentError, match="one loss per example"):
+        descend(lambda x: (x ** 2).sum(), torch.ones(3, 2), 1, 0.1)
+
+
+def test_shape_mismatch_is_a_clear_error():
+    problem = IllConditioned(d=8)
+    with pytest.raises(ProblemError, match=r"shape"):
+        problem.forward(torch.zeros(2, 5))
+
+
+def test_buffer_wraps_and_round_trips():
+    buf = ReplayBuffer(5)
+    buf.push(torch.arange(3.0).view(3, 1), {"y": torch.arange(3.0), "m": torch.ones(3)})
+    buf.push(torch.arange(3.0, 7.0).view(4, 1), {"y": torch.arange(3.0, 7.0), "m": torch.ones(4)})
+    assert len(buf) == 5
+    assert sorted(buf.z.view(-1).tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0]  # the oldest points were overwritten
+    assert torch.equal(buf.z.view(-1), buf.target["y"])                   # points stay paired with their targets
+    other = ReplayBuffer(1)
+    other.load_state_dict(copy.deepcopy(buf.state_dict()))
+    z, t = other.sample(10, torch.Generator().manual_seed(0))
+    assert torch.equal(z.view(-1), t["y"])
+    with pytest.raises(ValueError):
+        ReplayBuffer(0)
+
+
+def test_checkpoint_resume_reproduces_uninterrupted_training(tmp_path):
+    cfg = dict(CFG, iterations=12, collect_every=3)
+    straight = ThetaTrainer(IllConditioned(), TrainConfig(**cfg))
+    straight.train(progress=False)
+
+    first = ThetaTrainer(IllConditioned(), TrainConfig(**dict(cfg, iterations=6)))
+    first.train(tmp_path / "state.pt", progress=False)
+    resumed = ThetaTrainer(IllConditioned(), TrainConfig(**cfg))
+    resumed.resume(tmp_path / "state.pt")
+    assert resumed.iteration == 6 and len(resumed.buffer) == len(first.buffer)
+    resumed.train(progress=False)
+    for a, b in zip(straight.theta.parameters(), resumed.theta.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    resumed.save(tmp_path / "theta.pt", with_buffer=False)
+    theta, saved_cfg = load_theta(tmp_path / "theta.pt")
+    z = torch.randn(4, theta.z_dim)
+    assert torch.allclose(theta(z), resumed.theta(z))
+    assert saved_cfg["unroll"] == cfg["unroll"]
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_theta(tmp_path / "missing.pt")
+    t = ThetaTrainer(IllConditioned(), TrainConfig(**dict(CFG, iterations=1)))
+    t.train(tmp_path / "s.pt", progress=False)
+    other = ThetaTrainer(IllConditioned(), TrainConfig(**dict(CFG, unroll=3)))
+    with pytest.raises(CheckpointError, match="unroll"):
+        other.resume(tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="unroll"):
+        TrainConfig(**dict(CFG, unroll=0)).validate()
