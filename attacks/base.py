@@ -115,10 +115,10 @@ class BoundAttack:
 
     def library_attack(self, model: nn.Module):
         """The torchattacks object for ``model`` (built once per model)."""
-        key = id(model)
-        if key not in self._cache:
-            self._cache = {key: self.spec.build(model, self.params)}
-        return self._cache[key]
+        cached = self._cache.get("model")
+        if cached is not model:  # keep the model itself, so a recycled id() can never match
+            self._cache = {"model": model, "attack": self.spec.build(model, self.params)}
+        return self._cache["attack"]
 
     def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
         atk = self.library_attack(model)

@@ -7,6 +7,7 @@ seed and the batch's identity, so results do not depend on how the work is split
 """
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from dataclasses import dataclass
@@ -17,19 +18,28 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from attacks import NO_ATTACK, get_attack
+from attacks.adaptive import MODES, AdaptiveError, Defended, surrogate
 from attacks.base import BoundAttack
 from landscape.stats import wilson_interval
 
 from .classifiers import build_classifier
 from .data import ImageSet, load_cifar10, select_subset
+from .defenses import DEFENSES, DefenseFactory
 
 RESULT_COLUMNS = ["model", "defense", "landscape", "budget", "attack", "norm", "eps", "n", "correct",
-                  "accuracy", "ci_low", "ci_high", "seconds", "data"]
-DEFENSES = ("none",)
+                  "accuracy", "ci_low", "ci_high", "seconds", "data", "steps", "params"]
 
 
 class EvalError(ValueError):
     """The evaluation config asks for something that does not exist."""
+
+
+def _attack_steps(attack) -> int:
+    """Iterations of an attack (queries for Square, 1 for FGSM, 0 for none): for the report's sanity checks."""
+    if attack is None:
+        return 0
+    p = attack.params
+    return int(p.get("steps") or p.get("n_queries") or 1) * int(p.get("restarts", 1))
 
 
 def derive_seed(*parts) -> int:
@@ -47,13 +57,14 @@ def pick_device(name: str | None) -> torch.device:
 
 @dataclass
 class Unit:
-    """One cell of the grid: a defended model under one attack."""
+    """One cell of the grid: a defended model at budget K under one attack in one adaptive mode."""
 
     defense: str
     landscape: str
     budget: int
     attack_name: str
     attack: BoundAttack | None
+    mode: str | None = None
 
 
 def build_units(cfg: dict) -> list[Unit]:
@@ -71,22 +82,48 @@ def build_units(cfg: dict) -> list[Unit]:
         if key not in names:
             get_attack(key, params[key], cfg.get("eps"))  # unknown names raise; known-but-unused are checked
     attacks = {n: get_attack(n, params.get(n), cfg.get("eps")) for n in names}
-    return [Unit(d, "none", 0, n, attacks[n]) for d in defenses for n in names]
+    dcfg = cfg.get("defense") or {}
+    budgets = [int(k) for k in dcfg.get("budgets", [0])]
+    if any(k < 0 for k in budgets):
+        raise EvalError(f"defense.budgets must be >= 0, got {budgets}")
+    modes = dcfg.get("modes") or ["nonadaptive"]
+    for m in modes:
+        if m not in MODES:
+            raise EvalError(f"unknown adaptive mode {m!r} in defense.modes; valid: {', '.join(MODES)}")
+    units = []
+    for d in defenses:
+        if d == "none":
+            units += [Unit(d, "none", 0, n, attacks[n]) for n in names]
+            continue
+        for k in budgets:
+            for n in names:
+                if attacks[n] is None:
+                    units.append(Unit(d, d[-1], k, n, None))
+                else:
+                    units += [Unit(d, d[-1], k, f"{n}+{m}", attacks[n], m) for m in modes]
+    return units
 
 
 def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int, seed: int,
-                   device: torch.device, bar=None) -> torch.Tensor:
-    """Per-image correctness (bool) of ``model`` under ``unit``'s attack."""
+                   device: torch.device, bar=None, purifier: nn.Module | None = None, draws: int = 1,
+                   max_gb: float = 4.0) -> torch.Tensor:
+    """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack."""
     out = torch.zeros(len(data), dtype=torch.bool)
+    deployed = model if purifier is None else Defended(model, purifier)
+    target = None
+    if unit.attack is not None:
+        target = surrogate(model, purifier, unit.mode or "nonadaptive", draws, max_gb,
+                           batch=data.images[:batch_size].to(device))
     for start in range(0, len(data), batch_size):
         x = data.images[start:start + batch_size].to(device)
         y = data.labels[start:start + batch_size].to(device)
+        batch_seed = derive_seed(seed, unit.defense, unit.landscape, unit.budget, unit.attack_name,
+                                 int(data.indices[start]))
         if unit.attack is not None:
-            first = int(data.indices[start])
-            x = unit.attack.run(model, x, y, derive_seed(seed, unit.defense, unit.landscape, unit.budget,
-                                                        unit.attack_name, first))
+            x = unit.attack.run(target, x, y, batch_seed)
+        torch.manual_seed(batch_seed + 1)  # the deployed purifier's own random starts
         with torch.no_grad():
-            out[start:start + len(y)] = (model(x).argmax(1) == y).cpu()
+            out[start:start + len(y)] = (deployed(x).argmax(1) == y).cpu()
         if bar is not None:
             bar.update(len(y))
     return out
@@ -111,9 +148,9 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
                         & per_image["attack"].isin(names)]
         survived = sel.groupby("index")["correct"].all()
         suites.append({"model": model, "defense": defense, "landscape": landscape, "budget": budget,
-                       "attack": f"suite[{'+'.join(names)}]", "norm": norm, "eps": eps, "n": len(survived),
+                       "attack": f"suite[{','.join(names)}]", "norm": norm, "eps": eps, "n": len(survived),
                        "correct": int(survived.sum()), "seconds": float(group["seconds"].sum()),
-                       "data": group["data"].iloc[0]})
+                       "data": group["data"].iloc[0], "steps": 0, "params": "{}"})
     if suites:
         rows = pd.concat([rows, pd.DataFrame(suites)], ignore_index=True)
     rows["n"] = rows["n"].astype(int)
@@ -142,12 +179,23 @@ def evaluate(cfg: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFra
     model = build_classifier(cfg["model"], download=bool(dcfg.get("download", True))).to(device)
     model_name = str(cfg["model"]["name"])
 
-    records, meta = [], []
+    factory = DefenseFactory(cfg.get("defense") or {}, device)
+    dcfg = cfg.get("defense") or {}
+    records, meta, skipped = [], [], []
     bar = tqdm(total=len(units) * len(data), desc="evaluating", unit="img", disable=not progress)
     for unit in units:
-        bar.set_postfix_str(f"{unit.defense}/{unit.attack_name}")
+        bar.set_postfix_str(f"{unit.defense}/K={unit.budget}/{unit.attack_name}")
+        purifier = factory.purifier(unit.defense, unit.budget)
         start = time.perf_counter()
-        correct = attack_correct(model, unit, data, batch_size, seed, device, bar)
+        try:
+            correct = attack_correct(model, unit, data, batch_size, seed, device, bar, purifier,
+                                     int(dcfg.get("eot_draws", 1)), float(dcfg.get("unrolled_max_gb", 4.0)))
+        except AdaptiveError as exc:
+            skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
+                            "reason": str(exc)})
+            bar.write(f"skipped {unit.defense} K={unit.budget} {unit.attack_name}: {exc}")
+            bar.update(len(data))
+            continue
         seconds = time.perf_counter() - start
         records.append(pd.DataFrame({"model": model_name, "defense": unit.defense, "landscape": unit.landscape,
                                      "budget": unit.budget, "attack": unit.attack_name,
@@ -155,7 +203,11 @@ def evaluate(cfg: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFra
                                      "correct": correct.numpy()}))
         meta.append({"model": model_name, "defense": unit.defense, "landscape": unit.landscape, "budget": unit.budget,
                      "attack": unit.attack_name, "norm": unit.attack.norm if unit.attack else "none",
-                     "eps": unit.attack.eps if unit.attack else 0.0, "seconds": seconds, "data": data.source})
+                     "eps": unit.attack.eps if unit.attack else 0.0, "seconds": seconds, "data": data.source,
+                     "steps": _attack_steps(unit.attack),
+                     "params": json.dumps(unit.attack.params, sort_keys=True) if unit.attack else "{}"})
     bar.close()
     per_image = pd.concat(records, ignore_index=True)
-    return aggregate(per_image, pd.DataFrame(meta)), per_image
+    results = aggregate(per_image, pd.DataFrame(meta))
+    results.attrs["skipped"] = skipped
+    return results, per_image

@@ -32,6 +32,11 @@ def write_results(out_dir: str | Path, results: pd.DataFrame, per_image: pd.Data
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     atomic_write_text(out / "versions.json", json.dumps(package_versions(), indent=2) + "\n")
     atomic_write(out / "per_image.parquet", lambda p: per_image.to_parquet(p, index=False))
+    skipped = results.attrs.get("skipped") or []
+    if skipped:
+        atomic_write(out / "skipped.csv", lambda p: pd.DataFrame(skipped).to_csv(p, index=False))
+    results = results.copy()
+    results.attrs = {}
     atomic_write(out / "results.parquet", lambda p: results.to_parquet(p, index=False))
     atomic_write(out / "results.csv", lambda p: results.to_csv(p, index=False))
     return out / "results.csv"

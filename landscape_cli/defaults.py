@@ -25,7 +25,17 @@ EVAL_DEFAULTS = {
         "batch_size": 200,
         "progress": True,
     },
-    "defenses": ["none"],
+    "defenses": ["none"],     # none | purify-x (plain latent space) | purify-z (learned landscape)
+    "defense": {
+        "budgets": [0, 1, 2, 5, 10, 20, 50, 100, 200],
+        "restarts": 4,
+        "modes": ["nonadaptive", "bpda"],   # nonadaptive | bpda | eot | bpda+eot | unrolled
+        "eot_draws": 8,
+        "unrolled_max_gb": 4.0,
+        "generator": {"weights": "checkpoints/dcgan-cifar10.pt"},
+        "theta": "checkpoints/theta-gan-cifar10.pt",
+        "step_sizes": "checkpoints/gan-cifar10-step-sizes.csv",  # tuned (rule, lr) per space and K, or {K: [rule, lr]}
+    },
     "attacks": ["none", "fgsm", "pgd"],
     "eps": {"Linf": "8/255", "L2": 0.5},
     "attack_params": {},       # per attack, e.g. attack_params.pgd.steps=20

@@ -1,6 +1,7 @@
 """``landscape``: one entry point, a subcommand per job.
 
     landscape eval [--config FILE] [--out DIR] [key=value ...]
+    landscape report DIR [DIR ...] [--out DIR]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
     landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]
@@ -118,6 +119,18 @@ def _invert(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from defense.report import write_report
+
+    out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "results/report"))
+    path, checks = write_report(args.dirs, out)
+    summary = checks[checks.get("summary", False) == True]  # noqa: E712
+    for _, r in summary.iterrows():
+        print(f"[{r['status']:>7}] {r['check']}: {r['detail']}")
+    print(f"wrote {path} and {out / 'robust_accuracy_vs_budget.png'}")
+    return 0
+
+
 def _add_common(p) -> None:
     p.add_argument("--config", help="YAML config")
     p.add_argument("--out", help="output folder")
@@ -137,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
                         usage="landscape train-generator [--config FILE] [--out DIR] [key=value ...]")
     _add_common(tg)
     tg.set_defaults(func=_train_generator)
+    rp = sub.add_parser("report", help="tables, robust accuracy vs budget plot and sanity checks of eval runs",
+                        usage="landscape report DIR [DIR ...] [--out DIR]")
+    rp.add_argument("dirs", nargs="+", help="folders written by landscape eval")
+    rp.add_argument("--out", help="where report.md goes (default: the single DIR, else results/report)")
+    rp.set_defaults(func=_report, overrides=[])
     tt = sub.add_parser("train-theta", help="learn a landscape theta: Z -> X for an inversion task",
                         usage="landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]")
     tt.add_argument("--task", required=True)
@@ -166,11 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     from landscape.problem import ProblemError
     from landscape.trainer import CheckpointError
     from tasks.registry import TaskError
+    from defense.report import ReportError
+    from defense.defenses import DefenseError
+    from defense.purifiers import PurifierError
 
     try:
         return args.func(args)
     except (ConfigError, AttackError, ModelError, DataError, EvalError, TaskError, CheckpointError, ProblemError,
-            DescentError, FileNotFoundError) as exc:
+            DescentError, FileNotFoundError, ReportError, DefenseError, PurifierError) as exc:
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

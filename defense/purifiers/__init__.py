@@ -1,0 +1,5 @@
+"""Purifiers: an inner optimization per input, then the classifier sees its result."""
+from .base import Purifier, PurifierError, resolve_step
+from .generator import GeneratorPurifier
+
+__all__ = ["Purifier", "PurifierError", "GeneratorPurifier", "resolve_step"]

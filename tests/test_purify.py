@@ -1,0 +1,145 @@
+"""Generator purifier and the attacks on it: range, gradients, BPDA, EOT, memory cap, restarts."""
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks.adaptive import BPDA, EOT, AdaptiveError, Defended, surrogate, unrolled_bytes
+from defense.purifiers import GeneratorPurifier, PurifierError, resolve_step
+
+
+class TinyG(nn.Module):
+    """A smooth tiny generator: latent (N, 4) -> image (N, 3, 4, 4) in [0, 1]."""
+
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        torch.manual_seed(0)
+        self.latent_dim = 4
+        self.lin = nn.Linear(4, 48).to(dtype)
+
+    def forward(self, z):
+        return torch.sigmoid(self.lin(z)).view(-1, 3, 4, 4)
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, dtype=torch.float32):
+        super().__init__()
+        torch.manual_seed(1)
+        self.lin = nn.Linear(48, 3).to(dtype)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+def test_output_in_generator_range_and_restarts_pick_the_best():
+    G = TinyG()
+    x = torch.rand(5, 3, 4, 4)
+    torch.manual_seed(0)
+    p = GeneratorPurifier(G, budget=3, restarts=6, steps=("adam", 0.1))
+    out = p(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1 and not out.requires_grad
+    single = GeneratorPurifier(G, budget=3, restarts=1, steps=("adam", 0.1))
+    torch.manual_seed(0)
+    err_r = ((out - x) ** 2).flatten(1).mean(1)
+    errs = torch.stack([((single(x) - x) ** 2).flatten(1).mean(1) for _ in range(6)])
+    assert (err_r <= errs.mean(0) + 1e-6).all()  # the best of 6 restarts beats a typical single start
+
+
+def test_differentiable_when_asked():
+    G = TinyG()
+    x = torch.rand(2, 3, 4, 4, requires_grad=True)
+    p = GeneratorPurifier(G, budget=3, restarts=2, steps=("sgd", 1.0), differentiable=True)
+    (g,) = torch.autograd.grad(p(x).sum(), x)
+    assert g.abs().sum() > 0
+    p.differentiable = False
+    assert not p(x).requires_grad
+
+
+def test_bpda_backward_is_identity():
+    p = GeneratorPurifier(TinyG(), budget=2, restarts=2)
+    x = torch.rand(3, 3, 4, 4, requires_grad=True)
+    w = torch.randn(3, 3, 4, 4)
+    out = BPDA(p)(x)
+    (g,) = torch.autograd.grad((out * w).sum(), x)
+    assert torch.equal(g, w)
+    torch.manual_seed(0)
+    ref = p(x.detach())
+    torch.manual_seed(0)
+    assert torch.allclose(BPDA(p)(x), ref)  # the forward is the purifier
+
+
+def test_unrolled_gradients_match_finite_differences():
+    G, C = TinyG(torch.float64), TinyClassifier(torch.float64)
+    p = GeneratorPurifier(G, budget=4, restarts=1, steps=("sgd", 2.0), differentiable=True)
+    model = Defended(C, p)
+    x = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+
+    def f(inp):
+        torch.manual_seed(3)  # the same random start every time
+        return model(inp)[0, 1]
+
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(xg), xg)
+    h = 1e-6
+    for idx in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 2, 3, 1)]:
+        e = torch.zeros_like(x)
+        e[idx] = h
+        fd = (f(x + e) - f(x - e)) / (2 * h)
+        assert torch.isclose(g[idx], fd, rtol=1e-4, atol=1e-8), idx
+
+
+def test_eot_averages_over_the_stated_number_of_draws():
+    seen = []
+
+    class Noisy(nn.Module):
+        def forward(self, x):
+            seen.append(len(x))
+            return x.flatten(1)[:, :3] + torch.randn(len(x), 3)
+
+    x = torch.rand(2, 3, 4, 4)
+    torch.manual_seed(0)
+    out = EOT(Noisy(), draws=5)(x)
+    assert seen == [10]  # 5 draws of 2 images in one batch
+    torch.manual_seed(0)
+    logits = x.repeat(5, 1, 1, 1).flatten(1)[:, :3] + torch.randn(10, 3)
+    expected = torch.softmax(logits, 1).view(5, 2, 3).mean(0).log()
+    assert torch.allclose(out, expected, atol=1e-6)
+    with pytest.raises(AdaptiveError):
+        EOT(Noisy(), draws=0)
+
+
+def test_surrogates_and_memory_cap():
+    G, C = TinyG(), TinyClassifier()
+    p = GeneratorPurifier(G, budget=50, restarts=2)
+    x = torch.rand(4, 3, 4, 4)
+    assert surrogate(C, p, "nonadaptive") is C
+    assert surrogate(C, None, "bpda") is C
+    assert unrolled_bytes(p, x) > 0
+    per_k = unrolled_bytes(GeneratorPurifier(G, budget=10, restarts=2), x)
+    assert unrolled_bytes(GeneratorPurifier(G, budget=20, restarts=2), x) > 1.8 * per_k  # linear in K
+    assert unrolled_bytes(GeneratorPurifier(G, budget=10, restarts=2), torch.rand(8, 3, 4, 4)) > per_k  # and in N
+    with pytest.raises(AdaptiveError, match="GiB"):
+        surrogate(C, p, "unrolled", max_gb=1e-9, batch=x)
+    with pytest.raises(AdaptiveError, match="valid"):
+        surrogate(C, p, "telepathy")
+    model = surrogate(C, p, "eot", draws=3, max_gb=1.0, batch=x)
+    assert model(x).shape == (4, 3)
+
+
+def test_bad_purifier_settings():
+    with pytest.raises(PurifierError, match="budget"):
+        GeneratorPurifier(TinyG(), budget=-1)
+    with pytest.raises(PurifierError, match="restarts"):
+        GeneratorPurifier(TinyG(), budget=1, restarts=0)
+    assert resolve_step({1: ("sgd", 1.0), 10: ("adam", 0.1)}, 8) == ("adam", 0.1)
+    assert resolve_step(("sgd", 2), 8) == ("sgd", 2.0)
+
+
+def test_budget_zero_keeps_attacks_running():
+    """At K = 0 the purifier ignores its input; exact gradients are zero, not an error."""
+    import torchattacks
+
+    G, C = TinyG(), TinyClassifier()
+    p = GeneratorPurifier(G, budget=0, restarts=2)
+    model = surrogate(C, p, "unrolled", max_gb=1.0, batch=torch.rand(2, 3, 4, 4))
+    adv = torchattacks.PGD(model, eps=8 / 255, steps=2)(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]))
+    assert adv.shape == (2, 3, 4, 4)
