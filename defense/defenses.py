@@ -63,6 +63,13 @@ class DefenseFactory:
             self._theta, self._theta_cfg = load_theta(_resolve(self.cfg["theta"]), self.device)
         return self._theta
 
+    def to(self, device) -> None:
+        self.device = torch.device(device)
+        if self._G is not None:
+            self._G = self._G.to(self.device)
+        if self._theta is not None:
+            self._theta = self._theta.to(self.device)
+
     def purifier(self, defense: str, budget: int):
         if defense == "none":
             return None

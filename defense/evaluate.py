@@ -107,7 +107,11 @@ def build_units(cfg: dict) -> list[Unit]:
 def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int, seed: int,
                    device: torch.device, bar=None, purifier: nn.Module | None = None, draws: int = 1,
                    max_gb: float = 4.0) -> torch.Tensor:
-    """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack."""
+    """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack.
+
+    Batch seeds derive from the image index at the start of each batch, so any split of the
+    images into batch-aligned pieces gives the same answer.
+    """
     out = torch.zeros(len(data), dtype=torch.bool)
     deployed = model if purifier is None else Defended(model, purifier)
     target = None
@@ -127,6 +131,102 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
         if bar is not None:
             bar.update(len(y))
     return out
+
+
+@dataclass
+class Shard:
+    """A range of images of one grid cell: the unit of work, of resume and of retries."""
+
+    unit: int
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"u{self.unit:04d}-i{self.start:06d}"
+
+
+class EvalContext:
+    """Everything needed to run any shard: built once by the driver, shipped whole to workers."""
+
+    def __init__(self, cfg: dict, units: list, data: ImageSet, model: nn.Module, factory: DefenseFactory,
+                 device: torch.device):
+        self.cfg, self.units, self.data, self.model, self.factory, self.device = cfg, units, data, model, factory, device
+        self.seed = int(cfg.get("seed", 0))
+        self.batch_size = int(cfg["eval"]["batch_size"])
+        shard_size = int(cfg["eval"].get("shard_size") or self.batch_size)
+        if shard_size < 1 or shard_size % self.batch_size:
+            raise EvalError(f"eval.shard_size ({shard_size}) must be a positive multiple of eval.batch_size "
+                            f"({self.batch_size}), so that batch seeds do not depend on the split")
+        self.shard_size = shard_size
+        d = cfg.get("defense") or {}
+        self.draws, self.max_gb = int(d.get("eot_draws", 1)), float(d.get("unrolled_max_gb", 4.0))
+        self.model_name = str(cfg["model"]["name"])
+        self.skipped: list[dict] = []
+
+    @classmethod
+    def build(cls, cfg: dict) -> "EvalContext":
+        seed = int(cfg.get("seed", 0))
+        torch.manual_seed(seed)
+        units = build_units(cfg)  # check the grid before loading anything heavy
+        if int(cfg["eval"]["batch_size"]) < 1:
+            raise EvalError(f"eval.batch_size must be >= 1, got {cfg['eval']['batch_size']}")
+        device = pick_device(cfg.get("device"))
+        d = cfg["data"]
+        data = select_subset(load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True))),
+                             d.get("n_examples"), seed, d.get("selection", "random"))
+        model = build_classifier(cfg["model"], download=bool(d.get("download", True))).to(device)
+        ctx = cls(cfg, units, data, model, DefenseFactory(cfg.get("defense") or {}, device), device)
+        ctx.check_memory()
+        return ctx
+
+    def to(self, device) -> "EvalContext":
+        """Move the models to a worker's device (the driver builds everything on its own)."""
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device)
+        self.factory.to(self.device)
+        return self
+
+    def check_memory(self) -> None:
+        """Refuse, up front, the cells whose exact gradients would not fit the memory cap."""
+        ok = []
+        for i, unit in enumerate(self.units):
+            if unit.mode in ("unrolled", "eot") and unit.attack is not None:
+                purifier = self.factory.purifier(unit.defense, unit.budget)
+                try:
+                    surrogate(self.model, purifier, unit.mode, self.draws, self.max_gb,
+                              batch=self.data.images[: self.batch_size].to(self.device))
+                except AdaptiveError as exc:
+                    self.skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
+                                         "reason": str(exc)})
+                    continue
+            ok.append(i)
+        self.runnable = ok
+
+    def shards(self) -> list[Shard]:
+        n = len(self.data)
+        return [Shard(u, s, min(s + self.shard_size, n)) for u in self.runnable for s in range(0, n, self.shard_size)]
+
+    def run_shard(self, shard: Shard, bar=None) -> pd.DataFrame:
+        """Per-image records of one shard (with the shard's wall time spread over its images)."""
+        unit = self.units[shard.unit]
+        part = self.data.subset(torch.arange(shard.start, shard.stop))
+        purifier = self.factory.purifier(unit.defense, unit.budget)
+        t0 = time.perf_counter()
+        correct = attack_correct(self.model, unit, part, self.batch_size, self.seed, self.device, bar, purifier,
+                                 self.draws, self.max_gb)
+        seconds = time.perf_counter() - t0
+        return pd.DataFrame({"model": self.model_name, "defense": unit.defense, "landscape": unit.landscape,
+                             "budget": unit.budget, "attack": unit.attack_name, "index": part.indices.numpy(),
+                             "label": part.labels.numpy(), "correct": correct.numpy(), "shard": shard.key,
+                             "seconds": seconds / max(len(part), 1)})
+
+    def meta(self) -> pd.DataFrame:
+        return pd.DataFrame([{
+            "model": self.model_name, "defense": u.defense, "landscape": u.landscape, "budget": u.budget,
+            "attack": u.attack_name, "norm": u.attack.norm if u.attack else "none",
+            "eps": u.attack.eps if u.attack else 0.0, "data": self.data.source, "steps": _attack_steps(u.attack),
+            "params": json.dumps(u.attack.params, sort_keys=True) if u.attack else "{}"} for u in self.units])
 
 
 def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
@@ -162,52 +262,55 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     return rows[RESULT_COLUMNS]
 
 
-def evaluate(cfg: dict, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the whole grid of ``cfg`` in this process; returns (results, per-image records)."""
-    seed = int(cfg.get("seed", 0))
-    torch.manual_seed(seed)
+def results_from_records(per_image: pd.DataFrame, ctx: EvalContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    keys = ["model", "defense", "landscape", "budget", "attack"]
+    seconds = per_image.groupby(keys, sort=False)["seconds"].sum().reset_index()
+    meta = ctx.meta().merge(seconds, on=keys, how="inner")
+    order = {key: i for i, key in enumerate(ctx.meta()[keys].itertuples(index=False, name=None))}
+    per_image = per_image.assign(_order=[order[t] for t in per_image[keys].itertuples(index=False, name=None)])
+    per_image = per_image.sort_values(["_order", "index"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    results = aggregate(per_image.drop(columns=["seconds", "shard"], errors="ignore"), meta)
+    results.attrs["skipped"] = ctx.skipped
+    return results, per_image
+
+
+def evaluate(cfg: dict, progress: bool = True, store=None, runner=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the grid of ``cfg``; returns (results, per-image records).
+
+    ``store`` (a :class:`~defense.shards.ShardStore`) keeps each finished shard on disk and skips
+    the ones already there (resume). ``runner(ctx, shards, on_done, bar)`` runs shards elsewhere
+    (e.g. on Ray actors); by default they run here, one after the other.
+    """
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    units = build_units(cfg)  # check the grid before loading anything heavy
-    batch_size = int(cfg["eval"]["batch_size"])
-    if batch_size < 1:
-        raise EvalError(f"eval.batch_size must be >= 1, got {batch_size}")
-    device = pick_device(cfg.get("device"))
-    dcfg = cfg["data"]
-    data = select_subset(load_cifar10(dcfg.get("root"), dcfg.get("split", "test"), bool(dcfg.get("download", True))),
-                         dcfg.get("n_examples"), seed, dcfg.get("selection", "random"))
-    model = build_classifier(cfg["model"], download=bool(dcfg.get("download", True))).to(device)
-    model_name = str(cfg["model"]["name"])
+    ctx = EvalContext.build(cfg)
+    shards = ctx.shards()
+    done = store.done() if store is not None else set()
+    todo = [s for s in shards if s.key not in done]
+    collected = []
 
-    factory = DefenseFactory(cfg.get("defense") or {}, device)
-    dcfg = cfg.get("defense") or {}
-    records, meta, skipped = [], [], []
-    bar = tqdm(total=len(units) * len(data), desc="evaluating", unit="img", disable=not progress)
-    for unit in units:
-        bar.set_postfix_str(f"{unit.defense}/K={unit.budget}/{unit.attack_name}")
-        purifier = factory.purifier(unit.defense, unit.budget)
-        start = time.perf_counter()
-        try:
-            correct = attack_correct(model, unit, data, batch_size, seed, device, bar, purifier,
-                                     int(dcfg.get("eot_draws", 1)), float(dcfg.get("unrolled_max_gb", 4.0)))
-        except AdaptiveError as exc:
-            skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
-                            "reason": str(exc)})
-            bar.write(f"skipped {unit.defense} K={unit.budget} {unit.attack_name}: {exc}")
-            bar.update(len(data))
-            continue
-        seconds = time.perf_counter() - start
-        records.append(pd.DataFrame({"model": model_name, "defense": unit.defense, "landscape": unit.landscape,
-                                     "budget": unit.budget, "attack": unit.attack_name,
-                                     "index": data.indices.numpy(), "label": data.labels.numpy(),
-                                     "correct": correct.numpy()}))
-        meta.append({"model": model_name, "defense": unit.defense, "landscape": unit.landscape, "budget": unit.budget,
-                     "attack": unit.attack_name, "norm": unit.attack.norm if unit.attack else "none",
-                     "eps": unit.attack.eps if unit.attack else 0.0, "seconds": seconds, "data": data.source,
-                     "steps": _attack_steps(unit.attack),
-                     "params": json.dumps(unit.attack.params, sort_keys=True) if unit.attack else "{}"})
+    def on_done(shard: Shard, records: pd.DataFrame) -> None:
+        if store is not None:
+            store.write(shard.key, records)
+        else:
+            collected.append(records)
+
+    bar = tqdm(total=sum(s.stop - s.start for s in shards), initial=sum(s.stop - s.start for s in shards if s.key in done),
+               desc="evaluating", unit="img", disable=not progress)
+    for s in ctx.skipped:
+        bar.write(f"skipped {s['defense']} K={s['budget']} {s['attack']}: {s['reason']}")
+    if runner is None:
+        for shard in todo:
+            unit = ctx.units[shard.unit]
+            bar.set_postfix_str(f"{unit.defense}/K={unit.budget}/{unit.attack_name}")
+            on_done(shard, ctx.run_shard(shard, bar))
+    else:
+        runner(ctx, todo, on_done, bar)
     bar.close()
-    per_image = pd.concat(records, ignore_index=True)
-    results = aggregate(per_image, pd.DataFrame(meta))
-    results.attrs["skipped"] = skipped
-    return results, per_image
+    if store is not None:
+        per_image = store.read([s.key for s in shards])
+    else:
+        per_image = pd.concat(collected, ignore_index=True) if collected else pd.DataFrame()
+    if per_image.empty:
+        raise EvalError("nothing was evaluated (every cell was skipped)")
+    return results_from_records(per_image, ctx)

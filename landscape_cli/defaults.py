@@ -23,7 +23,15 @@ EVAL_DEFAULTS = {
     },
     "eval": {
         "batch_size": 200,
+        "shard_size": None,    # images per shard (the unit of work, resume and retry); a multiple of batch_size
         "progress": True,
+    },
+    "ray": {
+        "address": None,       # null: start a local Ray and stop it at the end; "auto" or host:port joins a cluster
+        "num_workers": None,   # null: what the cluster offers; 0: run in this process without Ray
+        "gpus_per_worker": None,  # null: 1 when the cluster has GPUs, else 0
+        "cpus_per_worker": 1,
+        "max_restarts": 3,     # restarts of a dead actor; its shard is redone
     },
     "defenses": ["none"],     # none | purify-x (plain latent space) | purify-z (learned landscape)
     "defense": {
@@ -71,3 +79,6 @@ INVERT_DEFAULTS = {
                      "encoder_iterations": 1500},
     },
 }
+
+# Keys that change how a run is executed, not its results: a resumed run may change them.
+EXECUTION_KEYS = ("ray", "eval.progress", "eval.shard_size", "threads")

@@ -1,6 +1,8 @@
 """``landscape``: one entry point, a subcommand per job.
 
     landscape eval [--config FILE] [--out DIR] [key=value ...]
+    landscape submit --address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] [key=value ...]
+    landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
     landscape report DIR [DIR ...] [--out DIR]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
@@ -23,9 +25,24 @@ def _eval(args) -> int:
     from defense.evaluate import evaluate
     from defense.results import format_table, write_results
 
+    from defense.shards import ShardStore
+
     cfg = load_config(EVAL_DEFAULTS, args.config, args.overrides, OPEN_SECTIONS)
     out = Path(args.out or Path("results") / time.strftime("%Y%m%d-%H%M%S"))
-    results, per_image = evaluate(cfg, progress=bool(cfg["eval"]["progress"]) and not args.quiet)
+    check_same_config(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    progress = bool(cfg["eval"]["progress"]) and not args.quiet
+    runner = None
+    if cfg["ray"]["num_workers"] != 0:
+        from ray_jobs.runner import RayRunner
+
+        runner = RayRunner(cfg["ray"])
+    try:
+        results, per_image = evaluate(cfg, progress=progress, store=ShardStore(out), runner=runner)
+    finally:
+        if runner is not None:
+            runner.close()
     path = write_results(out, results, per_image, cfg)
     print(format_table(results))
     if str(results["data"].iloc[0]).startswith("imagefolder:") and "jpeg" in str(results["data"].iloc[0]).lower():
@@ -131,10 +148,62 @@ def _report(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from ray_jobs.submit import submit
+
+    cfg = load_config(EVAL_DEFAULTS, args.config, args.overrides, OPEN_SECTIONS)
+    if cfg["ray"]["address"] in (None, ""):
+        cfg["ray"]["address"] = "auto"  # the job's driver runs on the cluster: join it
+    out = args.out or str(Path("results").resolve() / time.strftime("%Y%m%d-%H%M%S"))
+    _, status = submit(cfg, args.address, out, wait=args.wait, pip=args.pip, token_file=args.token_file,
+                       log=lambda *a, **k: print(*a, **k, flush=True))
+    if status is not None:
+        print(f"job finished: {status}; results in {out}")
+        return 0 if status == "SUCCEEDED" else 1
+    return 0
+
+
+def _jobs(args) -> int:
+    from ray_jobs.submit import job_command
+
+    job_command(args.action, args.job_id, args.address, args.token_file,
+                log=lambda *a, **k: print(*a, **k, flush=True))
+    return 0
+
+
 def _add_common(p) -> None:
     p.add_argument("--config", help="YAML config")
     p.add_argument("--out", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def check_same_config(out: Path, cfg: dict) -> None:
+    """A folder holds one experiment: resuming with a different config is refused."""
+    import yaml
+
+    from .defaults import EXECUTION_KEYS
+
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+
+    def flat(d, prefix=""):
+        items = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                items.update(flat(v, key + "."))
+            else:
+                items[key] = v
+        return items
+
+    a, b = flat(saved), flat(cfg)
+    ignore = lambda k: any(k == e or k.startswith(e + ".") for e in EXECUTION_KEYS)  # noqa: E731
+    differ = sorted(k for k in set(a) | set(b) if not ignore(k) and a.get(k) != b.get(k))
+    if differ:
+        shown = ", ".join(f"{k} ({a.get(k)!r} there, {b.get(k)!r} now)" for k in differ[:5])
+        raise ConfigError(f"{out} holds a run with a different config: {shown}; use another --out to start a new run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dirs", nargs="+", help="folders written by landscape eval")
     rp.add_argument("--out", help="where report.md goes (default: the single DIR, else results/report)")
     rp.set_defaults(func=_report, overrides=[])
+    sb = sub.add_parser("submit", help="submit landscape eval to a Ray cluster (Ray Jobs API)",
+                        usage="landscape submit --address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] "
+                              "[key=value ...]")
+    sb.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    sb.add_argument("--config", help="YAML config")
+    sb.add_argument("--out", help="results folder the cluster can write (a shared filesystem); default ./results/<time>")
+    sb.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its status")
+    sb.add_argument("--pip", action="store_true", help="install the package's requirements in the job's runtime_env")
+    sb.add_argument("--token-file", help="file holding the cluster's auth token (else RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    sb.set_defaults(func=_submit)
+    jb = sub.add_parser("jobs", help="status, logs or stop of a submitted job",
+                        usage="landscape jobs {status,logs,stop} JOB --address http://HEAD:8265")
+    jb.add_argument("action", choices=["status", "logs", "stop"])
+    jb.add_argument("job_id")
+    jb.add_argument("--address", required=True)
+    jb.add_argument("--token-file")
+    jb.set_defaults(func=_jobs, overrides=[])
     tt = sub.add_parser("train-theta", help="learn a landscape theta: Z -> X for an inversion task",
                         usage="landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]")
     tt.add_argument("--task", required=True)
@@ -187,11 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     from defense.report import ReportError
     from defense.defenses import DefenseError
     from defense.purifiers import PurifierError
+    from ray_jobs.submit import SubmitError
 
     try:
         return args.func(args)
     except (ConfigError, AttackError, ModelError, DataError, EvalError, TaskError, CheckpointError, ProblemError,
-            DescentError, FileNotFoundError, ReportError, DefenseError, PurifierError) as exc:
+            DescentError, FileNotFoundError, ReportError, DefenseError, PurifierError,
+            SubmitError) as exc:
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

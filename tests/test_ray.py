@@ -1,0 +1,177 @@
+"""Distributed evaluation on a real local Ray: same tables whatever the workers, crashes, resume, jobs."""
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from landscape_cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+MODEL_SRC = '''
+import os, time
+import torch, torch.nn as nn
+
+class Slow(nn.Module):
+    """A fixed random linear classifier; sleeps per call, and crashes its process once if a flag file exists."""
+    def __init__(self, delay=0.0, crash_flag=""):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.lin = nn.Linear(3 * 32 * 32, 10)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(10, 3 * 32 * 32, generator=g) * 0.05)
+            self.lin.bias.zero_()
+        self.delay, self.crash_flag = delay, crash_flag
+    def forward(self, x):
+        if self.crash_flag and os.path.exists(self.crash_flag):
+            os.remove(self.crash_flag)
+            os._exit(1)
+        if self.delay:
+            time.sleep(self.delay)
+        return self.lin(x.flatten(1))
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    rng = np.random.default_rng(0)
+    np.savez(root / "data.npz", images=(rng.random((48, 32, 32, 3)) * 255).astype(np.uint8),
+             labels=rng.integers(0, 10, 48))
+    (root / "slow_model.py").write_text(MODEL_SRC)
+    return root
+
+
+def args_for(root, out, *extra, delay=0.0, crash=""):
+    return ["eval", "--quiet", "--out", str(out), f"data.root={root / 'data.npz'}",
+            f"model.name={root / 'slow_model.py'}:Slow", f"model.kwargs={{delay: {delay}, crash_flag: '{crash}'}}",
+            "data.n_examples=48", "eval.batch_size=8", "attacks=[none,fgsm,pgd]", "attack_params.pgd.steps=3",
+            "seed=3", *extra]
+
+
+def submit_args(root, out, *extra, **kw):
+    return [a for a in args_for(root, out, *extra, **kw)[1:] if a != "--quiet"]
+
+
+def table(out):
+    df = pd.read_csv(Path(out) / "results.csv")
+    return df.drop(columns=["seconds"]).sort_values(["defense", "budget", "attack"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    out = setup / "inproc"
+    assert main(args_for(setup, out, "ray.num_workers=0")) == 0
+    return table(out)
+
+
+def test_same_table_with_one_and_two_workers(setup, reference):
+    for n in (1, 2):
+        out = setup / f"ray{n}"
+        assert main(args_for(setup, out, f"ray.num_workers={n}")) == 0
+        pd.testing.assert_frame_equal(table(out), reference)
+        per = pd.read_parquet(out / "per_image.parquet")
+        assert not per.duplicated(["attack", "index"]).any()
+
+
+def test_killed_actor_leaves_complete_results(setup, reference):
+    flag = setup / "crash-once"
+    flag.write_text("x")
+    out = setup / "crash"
+    assert main(args_for(setup, out, "ray.num_workers=2", crash=str(flag))) == 0
+    assert not flag.exists()  # a worker really died
+    pd.testing.assert_frame_equal(table(out), reference)
+    shards = list((out / "shards").glob("*.parquet"))
+    assert len(shards) == 3 * 48 // 8
+    per = pd.read_parquet(out / "per_image.parquet")
+    assert len(per) == 3 * 48 and not per.duplicated(["attack", "index"]).any()
+
+
+def test_interrupted_driver_resumes_to_the_same_table(setup, reference):
+    out = setup / "resume"
+    cmd = [str(BIN / "landscape"), *args_for(setup, out, "ray.num_workers=0", delay=0.3)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "shards").glob("*.parquet"))) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "shards").glob("*.parquet")))
+    assert 3 <= done < 18 and not (out / "results.csv").exists()
+    assert main(args_for(setup, out, "ray.num_workers=0", delay=0.3)) == 0
+    pd.testing.assert_frame_equal(table(out), reference)
+
+
+def test_resume_refuses_a_different_config(setup, reference, capsys):
+    assert main(args_for(setup, setup / "inproc", "ray.num_workers=0", "attack_params.pgd.steps=4")) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+# -- a real cluster: ray start --head, a second node, the Jobs API -------------------------------
+def _ray(*args, env):
+    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), OMP_NUM_THREADS="1",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", "--port=6479", "--dashboard-port=8365",
+                   "--num-cpus=1", "--disable-usage-stats", env=env)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield env, "http://127.0.0.1:8365"
+    finally:
+        _ray("stop", "--force", env=env)
+
+
+def test_submit_wait_runs_an_evaluation(cluster, setup, reference, tmp_path):
+    env, address = cluster
+    out = tmp_path / "job"
+    cmd = [str(BIN / "landscape"), "submit", "--address", address, "--wait", *submit_args(setup, out)]
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "SUCCEEDED" in res.stdout
+    pd.testing.assert_frame_equal(table(out), reference)
+    bad = subprocess.run([str(BIN / "landscape"), "jobs", "status", "nope", "--address", address], cwd=REPO,
+                         env=dict(env, RAY_AUTH_TOKEN="wrong"), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "token" in bad.stderr
+
+
+def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, reference, tmp_path):
+    env, address = cluster
+    node = _ray("start", "--address=127.0.0.1:6479", "--num-cpus=1", "--node-manager-port=6491",
+                "--disable-usage-stats", env=env)
+    assert node.returncode == 0, node.stderr[-2000:]
+    out = tmp_path / "twonodes"
+    cmd = [str(BIN / "landscape"), "submit", "--address", address, "--wait",
+           *submit_args(setup, out, "ray.num_workers=2", "ray.max_restarts=5", delay=0.4)]
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    nodes = set()
+    deadline = time.time() + 240
+    while time.time() < deadline and len(nodes) < 2:
+        for f in (out / "shards").glob("*.parquet"):
+            try:
+                nodes |= set(pd.read_parquet(f)["node"])
+            except Exception:
+                pass
+        time.sleep(0.5)
+    assert len(nodes) == 2, "the second node never finished a shard"
+    raylets = subprocess.run(["pgrep", "-f", "node_manager_port=6491"], capture_output=True, text=True).stdout.split()
+    assert raylets
+    for pid in raylets:
+        os.kill(int(pid), signal.SIGKILL)
+    stdout, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, stdout[-3000:]
+    pd.testing.assert_frame_equal(table(out), reference)
+    per = pd.read_parquet(out / "per_image.parquet")
+    assert len(per) == 3 * 48 and not per.duplicated(["attack", "index"]).any()
