@@ -50,9 +50,12 @@ class DefenseFactory:
     @property
     def generator(self):
         if self._G is None:
-            from .generator import load_generator
+            from .generator import build_generator
 
-            self._G = load_generator(_resolve(self.cfg["generator"]["weights"])).to(self.device)
+            g = dict(self.cfg["generator"])
+            if g.get("weights"):
+                g["weights"] = str(_resolve(g["weights"]))
+            self._G = build_generator(g).to(self.device)
         return self._G
 
     @property

@@ -74,6 +74,30 @@ def load_generator(path) -> Generator:
     return G.eval()
 
 
+def build_generator(cfg: dict) -> nn.Module:
+    """The generator a config names: ``name`` (``dcgan``, the default, or ``module:Class`` /
+    ``path/file.py:Class`` with ``kwargs``) and ``weights``. A plugged-in class must take latents
+    (N, latent_dim) to images (N, 3, 32, 32) in [0, 1] and expose ``latent_dim``."""
+    from .classifiers import ModelError, _import_object, load_weights
+
+    name = str(cfg.get("name") or "dcgan")
+    weights = cfg.get("weights")
+    if name == "dcgan":
+        if not weights:
+            raise ModelError("generator.weights is required (the committed one is checkpoints/dcgan-cifar10.pt)")
+        return load_generator(Path(str(weights)).expanduser())
+    G = _import_object(name)(**(cfg.get("kwargs") or {}))
+    if not isinstance(G, nn.Module):
+        raise ModelError(f"generator.name={name!r} built a {type(G).__name__}, not a torch.nn.Module")
+    if not isinstance(getattr(G, "latent_dim", None), int):
+        raise ModelError(f"generator {name!r} must expose an integer attribute latent_dim (the size of its latent)")
+    if weights:
+        load_weights(G, Path(str(weights)).expanduser(), strict=True)
+    for p in G.parameters():
+        p.requires_grad_(False)
+    return G.eval()
+
+
 def train_gan(images: torch.Tensor, out_dir, epochs: int = 10, batch_size: int = 128, latent_dim: int = 128,
               width: int = 64, lr: float = 2e-4, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
     """Train G and D with the non-saturating GAN loss; resumable from ``out_dir/state.pt`` after each epoch."""

@@ -40,7 +40,7 @@ EVAL_DEFAULTS = {
         "modes": ["nonadaptive", "bpda"],   # nonadaptive | bpda | eot | bpda+eot | unrolled
         "eot_draws": 8,
         "unrolled_max_gb": 4.0,
-        "generator": {"weights": "checkpoints/dcgan-cifar10.pt"},
+        "generator": {"name": "dcgan", "weights": "checkpoints/dcgan-cifar10.pt", "kwargs": {}},
         "theta": "checkpoints/theta-gan-cifar10.pt",
         "step_sizes": "checkpoints/gan-cifar10-step-sizes.csv",  # tuned (rule, lr) per space and K, or {K: [rule, lr]}
     },
@@ -49,7 +49,7 @@ EVAL_DEFAULTS = {
     "attack_params": {},       # per attack, e.g. attack_params.pgd.steps=20
 }
 
-OPEN_SECTIONS = ("attack_params", "model.kwargs")
+OPEN_SECTIONS = ("attack_params", "model.kwargs", "defense.generator.kwargs", "defense.step_sizes")
 
 GENERATOR_DEFAULTS = {
     "seed": 0,

@@ -15,12 +15,12 @@ class TaskError(ValueError):
 
 def _gan_cifar10(cfg: dict):
     from defense.data import load_cifar10, select_subset
-    from defense.generator import load_generator
+    from defense.generator import build_generator
 
     from .gan_inversion import GanInversion
 
     d = cfg["data"]
-    G = load_generator(cfg["generator"]["weights"])
+    G = build_generator(cfg["generator"])
     train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
     test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
     # Held-out order shuffled by seed, so any first n images cover all classes.
@@ -40,7 +40,7 @@ TASK_ANALYSES = {"gan-cifar10": _gan_analyses}
 TASK_DEFAULTS = {
     "gan-cifar10": {
         "data": {"root": None, "n_train": 10000, "n_heldout": 500, "download": True},
-        "generator": {"weights": str(CHECKPOINTS / "dcgan-cifar10.pt")},
+        "generator": {"name": "dcgan", "weights": str(CHECKPOINTS / "dcgan-cifar10.pt"), "kwargs": {}},
     },
 }
 

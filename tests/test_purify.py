@@ -143,3 +143,34 @@ def test_budget_zero_keeps_attacks_running():
     model = surrogate(C, p, "unrolled", max_gb=1.0, batch=torch.rand(2, 3, 4, 4))
     adv = torchattacks.PGD(model, eps=8 / 255, steps=2)(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]))
     assert adv.shape == (2, 3, 4, 4)
+
+
+def test_generator_given_as_module_class_loads_and_purifies(tmp_path):
+    from defense.defenses import DefenseFactory
+    from defense.classifiers import ModelError
+
+    (tmp_path / "mygen.py").write_text(
+        "import torch, torch.nn as nn\n"
+        "class Gen(nn.Module):\n"
+        "    def __init__(self, latent_dim=6):\n"
+        "        super().__init__(); self.latent_dim = latent_dim; self.lin = nn.Linear(latent_dim, 3 * 32 * 32)\n"
+        "    def forward(self, z):\n"
+        "        return torch.sigmoid(self.lin(z)).view(-1, 3, 32, 32)\n"
+        "class NoLatent(nn.Module):\n"
+        "    def forward(self, z):\n"
+        "        return z\n")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("mygen_for_weights", tmp_path / "mygen.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.save({"state_dict": mod.Gen(latent_dim=6).state_dict()}, tmp_path / "gen.pt")
+    cfg = {"restarts": 2, "step_sizes": None,
+           "generator": {"name": f"{tmp_path / 'mygen.py'}:Gen", "weights": str(tmp_path / "gen.pt"),
+                         "kwargs": {"latent_dim": 6}}}
+    purifier = DefenseFactory(cfg, torch.device("cpu")).purifier("purify-x", 3)
+    assert purifier.latent_dim == 6
+    out = purifier(torch.rand(4, 3, 32, 32))
+    assert out.shape == (4, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    bad = dict(cfg, generator={"name": f"{tmp_path / 'mygen.py'}:NoLatent", "weights": None, "kwargs": {}})
+    with pytest.raises(ModelError, match="latent_dim"):
+        DefenseFactory(bad, torch.device("cpu")).purifier("purify-x", 3)
