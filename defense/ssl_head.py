@@ -1,0 +1,154 @@
+"""The self-supervised task of the reverse-attack purifier (Mao et al., ICCV 2021).
+
+A small head maps the frozen classifier's penultimate features to an embedding; views are
+random augmentations of the same image; the loss is SimCLR's contrastive cross-entropy with
+cosine similarities over a temperature. Natural images have a low loss; an adversarial
+perturbation raises it, and the purifier reverses the attack by lowering it again.
+
+Example::
+
+    >>> ssl = SelfSupervised(classifier, ContrastiveHead(64))
+    >>> loss = ssl(images)          # (N,), one loss per image, fresh augmentations each call
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from landscape.io import atomic_write
+
+
+class ContrastiveHead(nn.Module):
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128):
+        super().__init__()
+        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, f):
+        return F.normalize(self.net(f), dim=1)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (translation up to 4 px, scale 0.8-1), horizontal flip and brightness/contrast
+    jitter, done with ``grid_sample`` so the views stay differentiable in ``x``."""
+    n = len(x)
+    r = lambda *s: torch.rand(*s, generator=generator).to(x.device, x.dtype)  # noqa: E731
+    scale = 0.8 + 0.2 * r(n)
+    flip = torch.where(r(n) < 0.5, -1.0, 1.0).to(x.dtype)
+    tx, ty = (r(n) * 2 - 1) * 0.25, (r(n) * 2 - 1) * 0.25
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
+    theta[:, 0, 2], theta[:, 1, 2] = tx, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    v = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    bright = (r(n, 1, 1, 1) * 2 - 1) * 0.2
+    contrast = 1 + (r(n, 1, 1, 1) * 2 - 1) * 0.2
+    mean = v.mean((1, 2, 3), keepdim=True)
+    return ((v - mean) * contrast + mean + bright).clamp(0, 1)
+
+
+def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.2, groups: int = 1) -> torch.Tensor:
+    """Per-example symmetric InfoNCE; with ``groups`` > 1 (rows laid out as repeat_interleave), an
+    example's negatives are only the rows of its own group (restarts never see copies of themselves)."""
+    logits = e1 @ e2.T / temperature
+    n = len(e1)
+    if groups > 1:
+        g = torch.arange(n, device=e1.device) % groups
+        logits = logits.masked_fill(g.view(-1, 1) != g.view(1, -1), float("-inf"))
+    target = torch.arange(n, device=e1.device)
+    return 0.5 * (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none"))
+
+
+class FeatureExtractor(nn.Module):
+    """Penultimate features of a classifier: its ``features`` method, else the input of its last Linear."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+        inner = getattr(classifier, "model", classifier)
+        self._direct = getattr(inner, "features", None) if hasattr(classifier, "mean") else getattr(classifier, "features", None)
+        self._last = [m for m in classifier.modules() if isinstance(m, nn.Linear)][-1] if self._direct is None else None
+
+    def forward(self, x):
+        if self._direct is not None:
+            if hasattr(self.classifier, "mean"):
+                x = (x - self.classifier.mean) / self.classifier.std
+            return self._direct(x)
+        captured = {}
+        handle = self._last.register_forward_hook(lambda m, inp, out: captured.__setitem__("f", inp[0]))
+        try:
+            self.classifier(x)
+        finally:
+            handle.remove()
+        return captured["f"].flatten(1)
+
+
+class SelfSupervised(nn.Module):
+    """x -> per-image contrastive loss between ``views`` random views (pairs averaged)."""
+
+    def __init__(self, classifier: nn.Module, head: ContrastiveHead, temperature: float = 0.2, views: int = 2):
+        super().__init__()
+        self.features, self.head = FeatureExtractor(classifier), head
+        self.temperature, self.views = temperature, views
+
+    def forward(self, x: torch.Tensor, groups: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
+        emb = [self.head(self.features(augment(x, generator))) for _ in range(self.views)]
+        losses = [contrastive_loss(emb[i], emb[i + 1], self.temperature, groups) for i in range(0, self.views - 1, 2)]
+        return torch.stack(losses).mean(0)
+
+
+def feature_dim(classifier: nn.Module) -> int:
+    with torch.no_grad():
+        return FeatureExtractor(classifier)(torch.rand(2, 3, 32, 32)).shape[1]
+
+
+def train_head(classifier: nn.Module, images: torch.Tensor, epochs: int = 3, batch_size: int = 256, lr: float = 1e-3,
+               temperature: float = 0.2, hidden: int = 256, out_dim: int = 128, seed: int = 0,
+               progress: bool = True) -> tuple[ContrastiveHead, list]:
+    """Train only the head (the classifier stays frozen) on training images."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    head = ContrastiveHead(feature_dim(classifier), hidden, out_dim)
+    ssl = SelfSupervised(classifier, head, temperature)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    history = []
+    steps = max(1, len(images) // batch_size)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(images), generator=gen)
+        total = 0.0
+        bar = tqdm(range(steps), desc=f"ssl head epoch {epoch + 1}/{epochs}", disable=not progress)
+        for i in bar:
+            x = images[perm[i * batch_size:(i + 1) * batch_size]]
+            with torch.no_grad():
+                f1, f2 = ssl.features(augment(x, gen)), ssl.features(augment(x, gen))
+            loss = contrastive_loss(head(f1), head(f2), temperature).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        history.append({"epoch": epoch + 1, "loss": total / steps, "chance": math.log(batch_size)})
+    return head.eval(), history
+
+
+def save_head(path, head: ContrastiveHead, extra: dict | None = None) -> None:
+    payload = {"state_dict": head.state_dict(), "in_dim": head.in_dim, "hidden": head.hidden, "out_dim": head.out_dim,
+               **(extra or {})}
+    atomic_write(path, lambda p: torch.save(payload, p))
+
+
+def load_head(path) -> ContrastiveHead:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"self-supervised head not found: {path} (train one with `landscape train-ssl-head`)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    head = ContrastiveHead(int(ckpt["in_dim"]), int(ckpt["hidden"]), int(ckpt["out_dim"]))
+    head.load_state_dict(ckpt["state_dict"])
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head.eval()
