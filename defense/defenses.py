@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .purifiers import GeneratorPurifier
+from landscape.config import parse_number
 
-DEFENSES = ("none", "purify-x", "purify-z")
+from .purifiers import GeneratorPurifier, ReversePurifier
+
+DEFENSES = ("none", "purify-x", "purify-z", "reverse-x", "reverse-z")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,9 +45,9 @@ def load_step_table(spec, space: str, default: tuple):
 class DefenseFactory:
     """Loads the generator and theta once; hands out a purifier per (defense, K)."""
 
-    def __init__(self, cfg: dict, device: torch.device):
-        self.cfg, self.device = cfg, device
-        self._G = self._theta = None
+    def __init__(self, cfg: dict, device: torch.device, classifier: torch.nn.Module | None = None):
+        self.cfg, self.device, self.classifier = cfg, device, classifier
+        self._G = self._theta = self._ssl = self._rtheta = None
 
     @property
     def generator(self):
@@ -66,8 +68,30 @@ class DefenseFactory:
             self._theta, self._theta_cfg = load_theta(_resolve(self.cfg["theta"]), self.device)
         return self._theta
 
+    @property
+    def ssl(self):
+        if self._ssl is None:
+            from .ssl_head import SelfSupervised, load_head
+
+            if self.classifier is None:
+                raise DefenseError("the reverse-attack purifier needs the classifier")
+            self._ssl = SelfSupervised(self.classifier, load_head(_resolve(self.cfg["ssl_head"]))).to(self.device)
+        return self._ssl
+
+    @property
+    def reverse_theta(self):
+        if self._rtheta is None:
+            from landscape.trainer import load_theta
+
+            self._rtheta, self._rtheta_cfg = load_theta(_resolve(self.cfg["reverse_theta"]), self.device)
+        return self._rtheta
+
     def to(self, device) -> None:
         self.device = torch.device(device)
+        if self._ssl is not None:
+            self._ssl = self._ssl.to(self.device)
+        if self._rtheta is not None:
+            self._rtheta = self._rtheta.to(self.device)
         if self._G is not None:
             self._G = self._G.to(self.device)
         if self._theta is not None:
@@ -79,6 +103,15 @@ class DefenseFactory:
         if defense not in DEFENSES:
             raise DefenseError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
         c = self.cfg
+        if defense.startswith("reverse-"):
+            eps = parse_number(c.get("eps_rev", 16 / 255), name="defense.eps_rev")
+            spec = c.get("reverse_steps")
+            if defense == "reverse-x":
+                steps = load_step_table(spec, "x", None) if spec else None
+                return ReversePurifier(self.ssl, budget, int(c["restarts"]), eps, steps)
+            theta = self.reverse_theta
+            steps = load_step_table(spec, "z", None) if spec else (self._rtheta_cfg["rule"], float(self._rtheta_cfg["lr_z"]))
+            return ReversePurifier(self.ssl, budget, int(c["restarts"]), eps, steps, theta=theta)
         if defense == "purify-x":
             steps = load_step_table(c.get("step_sizes"), "x", ("adam", 0.1))
             return GeneratorPurifier(self.generator, budget, int(c["restarts"]), steps)

@@ -176,7 +176,7 @@ class EvalContext:
         data = select_subset(load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True))),
                              d.get("n_examples"), seed, d.get("selection", "random"))
         model = build_classifier(cfg["model"], download=bool(d.get("download", True))).to(device)
-        ctx = cls(cfg, units, data, model, DefenseFactory(cfg.get("defense") or {}, device), device)
+        ctx = cls(cfg, units, data, model, DefenseFactory(cfg.get("defense") or {}, device, model), device)
         ctx.check_memory()
         return ctx
 

@@ -33,7 +33,7 @@ EVAL_DEFAULTS = {
         "cpus_per_worker": 1,
         "max_restarts": 3,     # restarts of a dead actor; its shard is redone
     },
-    "defenses": ["none"],     # none | purify-x (plain latent space) | purify-z (learned landscape)
+    "defenses": ["none"],     # none | purify-x | purify-z (generator) | reverse-x | reverse-z (reverse attack)
     "defense": {
         "budgets": [0, 1, 2, 5, 10, 20, 50, 100, 200],
         "restarts": 4,
@@ -43,6 +43,11 @@ EVAL_DEFAULTS = {
         "generator": {"name": "dcgan", "weights": "checkpoints/dcgan-cifar10.pt", "kwargs": {}},
         "theta": "checkpoints/theta-gan-cifar10.pt",
         "step_sizes": "checkpoints/gan-cifar10-step-sizes.csv",  # tuned (rule, lr) per space and K, or {K: [rule, lr]}
+        # reverse-x / reverse-z (the self-supervised reverse attack of Mao et al. 2021)
+        "ssl_head": "checkpoints/ssl-head-resnet20.pt",
+        "reverse_theta": "checkpoints/theta-reverse-cifar10.pt",
+        "eps_rev": "16/255",
+        "reverse_steps": None,  # null: sign steps of 2.5 eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
     },
     "attacks": ["none", "fgsm", "pgd"],
     "eps": {"Linf": "8/255", "L2": 0.5},
@@ -69,6 +74,12 @@ THETA_DEFAULTS = {
     },
 }
 
+THETA_DEFAULTS["reverse-cifar10"] = {
+    "theta": {"iterations": 300, "batch_size": 16, "unroll": 5, "lr_z": 0.1, "rule": "adam", "theta_lr": 1e-3,
+              "z_dim": 256, "width": 256, "depth": 2, "buffer_size": 1024, "buffer_fraction": 0.5,
+              "collect_every": 10, "collect_steps": 10, "grad_clip": 10.0, "checkpoint_every": 25},
+}
+
 INVERT_DEFAULTS = {
     "gan-cifar10": {
         "theta": {"weights": "checkpoints/theta-gan-cifar10.pt"},
@@ -82,3 +93,12 @@ INVERT_DEFAULTS = {
 
 # Keys that change how a run is executed, not its results: a resumed run may change them.
 EXECUTION_KEYS = ("ray", "eval.progress", "eval.shard_size", "threads")
+
+SSL_DEFAULTS = {
+    "seed": 0,
+    "threads": 0,
+    "model": dict(EVAL_DEFAULTS["model"]),
+    "data": {"root": None, "n_examples": 0, "n_heldout": 500, "download": True},
+    "train": {"epochs": 3, "batch_size": 256, "lr": 1.0e-3, "temperature": 0.2, "hidden": 256, "out_dim": 128,
+              "progress": True},
+}

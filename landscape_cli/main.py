@@ -5,6 +5,7 @@
     landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
     landscape report DIR [DIR ...] [--out DIR]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
+    landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]
     landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
     landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]
 """
@@ -79,6 +80,47 @@ def _train_generator(args) -> int:
     summary["data"] = data.source
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"generator: {out / 'generator.pt'} ({summary['epochs']} epochs, {summary['elapsed_s'] / 60:.1f} min)")
+    return 0
+
+
+def _train_ssl_head(args) -> int:
+    import json
+
+    import torch
+    import torchattacks
+
+    from defense.classifiers import build_classifier
+    from defense.data import load_cifar10, select_subset
+    from defense.ssl_head import SelfSupervised, save_head, train_head
+
+    from .defaults import SSL_DEFAULTS
+
+    cfg = load_config(SSL_DEFAULTS, args.config, args.overrides, ("model.kwargs",))
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    d, t = cfg["data"], cfg["train"]
+    model = build_classifier(cfg["model"], download=bool(d["download"]))
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_examples"], cfg["seed"])
+    start = time.perf_counter()
+    head, history = train_head(model, train.images, int(t["epochs"]), int(t["batch_size"]), float(t["lr"]),
+                               float(t["temperature"]), int(t["hidden"]), int(t["out_dim"]), int(cfg["seed"]),
+                               progress=bool(t["progress"]) and not args.quiet)
+    seconds = time.perf_counter() - start
+    # The figure that matters: attacks raise the self-supervised loss of held-out images.
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    ssl = SelfSupervised(model, head, float(t["temperature"]))
+    adv = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=10)(test.images, test.labels)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        clean_loss, adv_loss = float(ssl(test.images).mean()), float(ssl(adv).mean())
+    summary = {"train_seconds": seconds, "history": history, "heldout_clean_ssl_loss": clean_loss,
+               "heldout_pgd_ssl_loss": adv_loss, "n_heldout": len(test), "data": train.source,
+               "classifier": cfg["model"]["name"]}
+    out = Path(args.out or "results/ssl-head/ssl-head.pt")
+    save_head(out, head, {"temperature": float(t["temperature"]), "classifier": str(cfg["model"]["name"])})
+    atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".yaml"), dump_config(cfg))
+    print(f"ssl head: {out} ({seconds / 60:.1f} min); held-out SSL loss clean {clean_loss:.3f}, PGD-10 {adv_loss:.3f}")
     return 0
 
 
@@ -241,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     jb.add_argument("--address", required=True)
     jb.add_argument("--token-file")
     jb.set_defaults(func=_jobs, overrides=[])
+    ts = sub.add_parser("train-ssl-head", help="train the self-supervised head of the reverse-attack purifier",
+                        usage="landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]")
+    _add_common(ts)
+    ts.set_defaults(func=_train_ssl_head)
     tt = sub.add_parser("train-theta", help="learn a landscape theta: Z -> X for an inversion task",
                         usage="landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]")
     tt.add_argument("--task", required=True)

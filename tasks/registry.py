@@ -28,19 +28,50 @@ def _gan_cifar10(cfg: dict):
     return GanInversion(G, train.images, test.images[order])
 
 
+def _reverse_cifar10(cfg: dict):
+    from defense.classifiers import build_classifier
+    from defense.data import load_cifar10, select_subset
+    from defense.ssl_head import SelfSupervised, load_head
+    from landscape.config import parse_number
+
+    from .reverse_attack import ReverseAttackProblem, fgsm_images
+
+    d = cfg["data"]
+    classifier = build_classifier(cfg["model"], download=bool(d["download"]))
+    ssl = SelfSupervised(classifier, load_head(_resolve(cfg["ssl_head"])))
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(int(cfg["seed"])))
+    attacked = fgsm_images(classifier, train.images, train.labels) if cfg.get("attacked_targets", True) else None
+    return ReverseAttackProblem(ssl, train.images, test.images[order], parse_number(cfg["eps_rev"]), attacked)
+
+
+def _resolve(path) -> Path:
+    p = Path(str(path)).expanduser()
+    return p if p.is_absolute() or p.exists() else REPO / p
+
+
 def _gan_analyses(*args, **kwargs):
     from .gan_analyses import run_all
 
     return run_all(*args, **kwargs)
 
 
-TASKS = {"gan-cifar10": _gan_cifar10}
+TASKS = {"gan-cifar10": _gan_cifar10, "reverse-cifar10": _reverse_cifar10}
 TASK_ANALYSES = {"gan-cifar10": _gan_analyses}
 
 TASK_DEFAULTS = {
     "gan-cifar10": {
         "data": {"root": None, "n_train": 10000, "n_heldout": 500, "download": True},
         "generator": {"name": "dcgan", "weights": str(CHECKPOINTS / "dcgan-cifar10.pt"), "kwargs": {}},
+    },
+    "reverse-cifar10": {
+        "data": {"root": None, "n_train": 5000, "n_heldout": 500, "download": True},
+        "model": {"name": "resnet20", "weights": None, "kwargs": {}, "mean": None, "std": None, "strict": True,
+                  "model_dir": None, "threat_model": "Linf"},
+        "ssl_head": str(CHECKPOINTS / "ssl-head-resnet20.pt"),
+        "eps_rev": "16/255",
+        "attacked_targets": True,
     },
 }
 

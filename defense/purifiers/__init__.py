@@ -1,5 +1,6 @@
 """Purifiers: an inner optimization per input, then the classifier sees its result."""
 from .base import Purifier, PurifierError, resolve_step
 from .generator import GeneratorPurifier
+from .reverse import ReversePurifier
 
-__all__ = ["Purifier", "PurifierError", "GeneratorPurifier", "resolve_step"]
+__all__ = ["Purifier", "PurifierError", "GeneratorPurifier", "ReversePurifier", "resolve_step"]
