@@ -102,3 +102,14 @@ SSL_DEFAULTS = {
     "train": {"epochs": 3, "batch_size": 256, "lr": 1.0e-3, "temperature": 0.2, "hidden": 256, "out_dim": 128,
               "progress": True},
 }
+
+CLASSIFIER_DEFAULTS = {
+    "seed": 0,
+    "threads": 0,
+    "device": "cpu",
+    "model": dict(EVAL_DEFAULTS["model"]),
+    "data": {"root": None, "n_train": 5000, "n_heldout": 500, "download": True},
+    "purifier": {"defense": "purify-z", "budget": 10, "restarts": 1},
+    "defense": dict(EVAL_DEFAULTS["defense"]),
+    "train": {"epochs": 5, "lr": 1.0e-3, "batch_size": 128, "progress": True},
+}

@@ -6,6 +6,7 @@
     landscape report DIR [DIR ...] [--out DIR]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]
+    landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]
     landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
     landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]
 """
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from landscape.config import ConfigError, dump_config, load_config
-from landscape.io import atomic_write_text
+from landscape.io import atomic_write, atomic_write_text
 
 from .defaults import EVAL_DEFAULTS, OPEN_SECTIONS
 
@@ -121,6 +122,49 @@ def _train_ssl_head(args) -> int:
     atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".yaml"), dump_config(cfg))
     print(f"ssl head: {out} ({seconds / 60:.1f} min); held-out SSL loss clean {clean_loss:.3f}, PGD-10 {adv_loss:.3f}")
+    return 0
+
+
+def _train_classifier(args) -> int:
+    import json
+
+    import torch
+
+    from defense.classifiers import build_classifier
+    from defense.data import load_cifar10, select_subset
+    from defense.defenses import DefenseFactory
+    from defense.finetune import accuracy, finetune, purify_all
+
+    from .defaults import CLASSIFIER_DEFAULTS
+
+    if not args.on_purified:
+        raise ConfigError("train-classifier only fine-tunes on purified images for now: pass --on-purified")
+    cfg = load_config(CLASSIFIER_DEFAULTS, args.config, args.overrides, ("model.kwargs", "defense.generator.kwargs"))
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    d, p, t = cfg["data"], cfg["purifier"], cfg["train"]
+    show = bool(t["progress"]) and not args.quiet
+    model = build_classifier(cfg["model"], download=bool(d["download"]))
+    dcfg = dict(cfg["defense"], restarts=int(p["restarts"]))
+    purifier = DefenseFactory(dcfg, torch.device("cpu"), model).purifier(p["defense"], int(p["budget"]))
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    t0 = time.perf_counter()
+    purified_train = purify_all(purifier, train.images, seed=cfg["seed"], progress=show)
+    purify_seconds = time.perf_counter() - t0
+    purified_test = purify_all(purifier, test.images, seed=cfg["seed"] + 1, progress=show)
+    before = {"clean": accuracy(model, test.images, test.labels), "purified": accuracy(model, purified_test, test.labels)}
+    fit = finetune(model, purified_train, train.labels, int(t["epochs"]), float(t["lr"]), int(t["batch_size"]),
+                   int(cfg["seed"]), progress=show)
+    after = {"clean": accuracy(model, test.images, test.labels), "purified": accuracy(model, purified_test, test.labels)}
+    out = Path(args.out or f"results/classifier-{p['defense']}/classifier.pt")
+    inner = getattr(model, "model", model)
+    atomic_write(out, lambda f: torch.save({"state_dict": inner.state_dict(), "config": cfg}, f))
+    summary = {"before": before, "after": after, "purify_train_seconds": purify_seconds, **fit,
+               "n_train": len(train), "n_heldout": len(test), "data": train.source}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+    print(f"classifier: {out}; accuracy on purified held-out images {100 * before['purified']:.1f}% -> "
+          f"{100 * after['purified']:.1f}% (clean {100 * before['clean']:.1f}% -> {100 * after['clean']:.1f}%)")
     return 0
 
 
@@ -287,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
                         usage="landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]")
     _add_common(ts)
     ts.set_defaults(func=_train_ssl_head)
+    tc = sub.add_parser("train-classifier", help="fine-tune a classifier on a purifier's outputs (purifier-aware)",
+                        usage="landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]")
+    tc.add_argument("--on-purified", action="store_true", help="fine-tune on purified training images")
+    _add_common(tc)
+    tc.set_defaults(func=_train_classifier)
     tt = sub.add_parser("train-theta", help="learn a landscape theta: Z -> X for an inversion task",
                         usage="landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]")
     tt.add_argument("--task", required=True)

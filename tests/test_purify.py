@@ -174,3 +174,42 @@ def test_generator_given_as_module_class_loads_and_purifies(tmp_path):
     bad = dict(cfg, generator={"name": f"{tmp_path / 'mygen.py'}:NoLatent", "weights": None, "kwargs": {}})
     with pytest.raises(ModelError, match="latent_dim"):
         DefenseFactory(bad, torch.device("cpu")).purifier("purify-x", 3)
+
+
+def test_purifier_aware_finetuning_improves_accuracy_on_purified_images():
+    from defense.finetune import accuracy, finetune, purify_all
+
+    # Class k: channel k is bright AND a bright band sits in place k. The classifier reads colour only;
+    # the generator makes grey images only, so purification keeps the blob but drops the colour.
+    def images(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randint(0, 3, (n,), generator=g)
+        x = torch.rand(n, 3, 4, 4, generator=g) * 0.2
+        x[torch.arange(n), y] += 0.4
+        x[y == 0, :, 0, :] += 0.4          # blobs that a horizontal flip keeps in place
+        x[y == 1, :, 3, :] += 0.4
+        x[y == 2, :, 1:3, 1:3] += 0.4
+        return x.clamp(0, 1), y
+
+    class GreyG(nn.Module):
+        latent_dim = 16
+
+        def forward(self, z):
+            return torch.sigmoid(z).view(-1, 1, 4, 4).expand(-1, 3, 4, 4)
+
+    xtr, ytr = images(300, 0)
+    xte, yte = images(200, 1)
+    clf = TinyClassifier()
+    with torch.no_grad():  # logit_k = mean of channel k minus the mean of all channels
+        w = torch.full((3, 3, 16), -1 / 48)
+        for k in range(3):
+            w[k, k] += 1 / 16
+        clf.lin.weight.copy_(w.view(3, 48))
+        clf.lin.bias.zero_()
+    assert accuracy(clf, xte, yte) > 0.95
+    purifier = GeneratorPurifier(GreyG(), budget=50, restarts=1, steps=("adam", 0.3))
+    ptr, pte = purify_all(purifier, xtr), purify_all(purifier, xte, seed=1)
+    before = accuracy(clf, pte, yte)
+    finetune(clf, ptr, ytr, epochs=40, lr=3e-2, batch_size=50)
+    after = accuracy(clf, pte, yte)
+    assert before < 0.6 and after > 0.9, (before, after)
