@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from landscape.io import load_tensors
+
 CIFAR_RESNET_WEIGHTS = {
     "resnet20": "resnet20-12fca82f.th",
     "resnet32": "resnet32-d509ac18.th",
@@ -130,13 +132,7 @@ def extract_state_dict(checkpoint) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelError(f"cannot load checkpoint {path} with weights_only=True: {exc}") from None
+    return load_tensors(path, ModelError)
 
 
 def load_weights(model: nn.Module, path, strict: bool = True) -> nn.Module:

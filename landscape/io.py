@@ -33,3 +33,17 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` and move the file into place only if it returns."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def load_tensors(path: str | Path, error: type[Exception] = FileNotFoundError, what: str = "checkpoint",
+                 hint: str = "") -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a missing or unreadable file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found: {path}{f' ({hint})' if hint else ''}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"cannot read {what} {path} with weights_only=True: {exc}") from None

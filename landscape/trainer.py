@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .buffer import ReplayBuffer
 from .descent import descend
-from .io import atomic_write
+from .io import atomic_write, load_tensors
 from .problem import InversionProblem, target_cat, target_to
 from .theta import Theta
 
@@ -178,13 +178,7 @@ class ThetaTrainer:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"theta checkpoint not found: {path} (train one with `landscape train-theta`)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read theta checkpoint {path}: {exc}") from None
+    return load_tensors(path, CheckpointError, "theta checkpoint", "train one with `landscape train-theta`")
 
 
 def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
