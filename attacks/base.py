@@ -58,6 +58,8 @@ class AttackSpec:
             if key in ("norm", "version", "random_start", "loss", "multi_targeted"):
                 continue
             number = parse_number(value, name=f"{self.name}.{key}")
+            if not math.isfinite(number):
+                raise AttackError(f"attack {self.name!r}: {key} must be a finite number, got {value!r}")
             if key in self.int_params:
                 if number != int(number):
                     raise AttackError(f"attack {self.name!r}: {key} must be a whole number, got {value!r}")

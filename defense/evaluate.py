@@ -67,7 +67,39 @@ class Unit:
     mode: str | None = None
 
 
+def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None and allow_none:
+        return None
+    if isinstance(node, bool) or not isinstance(node, int) or node < minimum:
+        raise EvalError(f"{key} must be a whole number >= {minimum}{' (or null)' if allow_none else ''}, got {node!r}")
+    return node
+
+
+def check_config(cfg: dict) -> None:
+    """Type and range checks of the plain settings, so bad values get a clear error, not a traceback."""
+    _whole(cfg, "seed", 0)
+    _whole(cfg, "threads", 0)
+    _whole(cfg, "eval.batch_size", 1)
+    _whole(cfg, "eval.shard_size", 1, allow_none=True)
+    _whole(cfg, "data.n_examples", 0, allow_none=True)
+    dev = cfg.get("device")
+    if dev not in (None, "", "auto", "cpu") and not (isinstance(dev, str) and (dev == "cuda" or dev.startswith("cuda:"))):
+        raise EvalError(f"device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+    params = cfg.get("attack_params") or {}
+    if not isinstance(params, dict) or any(not isinstance(v, (dict, type(None))) for v in params.values()):
+        raise EvalError(f"attack_params must map attack names to parameter mappings "
+                        f"(e.g. attack_params.pgd.steps=20), got {params!r}")
+    for key in ("defenses", "attacks"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, (list, str)):
+            raise EvalError(f"{key} must be a list such as [none, pgd], got {value!r}")
+
+
 def build_units(cfg: dict) -> list[Unit]:
+    check_config(cfg)
     defenses = cfg.get("defenses") or ["none"]
     for d in defenses:
         if d not in DEFENSES:
@@ -110,7 +142,9 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
     """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack.
 
     Batch seeds derive from the image index at the start of each batch, so any split of the
-    images into batch-aligned pieces gives the same answer.
+    images into batch-aligned pieces (shards, workers) gives the same answer. The batch size itself
+    is part of the experiment: attacks draw random starts per batch, so a different
+    ``eval.batch_size`` draws different ones (and a resumed run refuses a changed batch size).
     """
     out = torch.zeros(len(data), dtype=torch.bool)
     deployed = model if purifier is None else Defended(model, purifier)

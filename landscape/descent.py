@@ -80,7 +80,8 @@ def descend(objective: Callable[[torch.Tensor], torch.Tensor], var0: torch.Tenso
                 v = betas[1] * v + (1 - betas[1]) * g * g
                 mhat = m / (1 - betas[0] ** (t + 1))
                 vhat = v / (1 - betas[1] ** (t + 1))
-                step = mhat / (vhat.sqrt() + eps)
+                # sqrt(v + eps^2), not sqrt(v) + eps: finite derivative where a gradient is exactly 0
+                step = mhat / (vhat + eps * eps).sqrt()
             var = var - lr * step
             if project is not None:
                 var = project(var)

@@ -113,3 +113,30 @@ CLASSIFIER_DEFAULTS = {
     "defense": dict(EVAL_DEFAULTS["defense"]),
     "train": {"epochs": 5, "lr": 1.0e-3, "batch_size": 128, "progress": True},
 }
+
+# ---- pose inversion on CMU motion capture (task "pose-cmu") ---------------------------------------------
+POSE_GENERATOR_DEFAULTS = {
+    "seed": 0,
+    "threads": 0,
+    "data": {"root": None, "every": 4, "heldout_every": 8},   # root: null = $LANDSCAPE_MOCAP, else data/mocap-cmu
+    "generator": {"latent_dim": 16, "hidden": 256, "depth": 2},
+    "train": {"iterations": 20000, "batch_size": 256, "lr": 1.0e-3, "beta": 1.0, "sigma_mm": 20.0, "warmup": 1000,
+              "progress": True},
+}
+
+THETA_DEFAULTS["pose-cmu"] = {
+    "theta": {"iterations": 3000, "batch_size": 64, "unroll": 10, "lr_z": 0.1, "rule": "sgd", "theta_lr": 1e-3,
+              "z_dim": None, "width": 256, "depth": 2, "buffer_size": 4096, "buffer_fraction": 0.5,
+              "collect_every": 10, "collect_steps": 30, "grad_clip": 10.0, "checkpoint_every": 100},
+}
+
+INVERT_DEFAULTS["pose-cmu"] = {
+    "theta": {"weights": "checkpoints/theta-pose-cmu.pt"},
+    "invert": {"budgets": [1, 2, 5, 10, 20, 50, 100, 200], "n_images": 500, "n_tune": 128, "batch_size": 500,
+               "x_search": {"sgd": [0.03, 0.1, 0.2, 0.3, 0.5], "adam": [0.03, 0.1, 0.2, 0.3]},
+               "z_search": {"sgd": [0.05, 0.1, 0.2, 0.3]}, "plot_metric": "mpjpe"},
+    "analyses": {"run": ["figure", "hypotheses", "action", "baseline"], "n_images": 300, "hypotheses": 8,
+                 "clip": "13_11", "clip_every": 4, "clip_frames": 100, "baseline_iterations": 6000},
+    # invert --task pose-cmu --keypoints FILE: M starts on the first frame, the best one warm-starts the next
+    "keypoints": {"space": "Z", "hypotheses": 8, "steps": 100, "warm_steps": 30, "rule_x": "sgd", "lr_x": 0.1},
+}

@@ -9,6 +9,8 @@
     landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]
     landscape train-theta --task TASK [--config FILE] [--out DIR] [key=value ...]
     landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]
+    landscape invert --task pose-cmu --keypoints FILE [--out DIR] [key=value ...]
+    landscape train-pose-generator [--config FILE] [--out DIR] [key=value ...]
 """
 from __future__ import annotations
 
@@ -29,7 +31,10 @@ def _eval(args) -> int:
 
     from defense.shards import ShardStore
 
+    from defense.evaluate import build_units
+
     cfg = load_config(EVAL_DEFAULTS, args.config, args.overrides, OPEN_SECTIONS)
+    build_units(cfg)  # every check that needs no data, before anything is written or started
     out = Path(args.out or Path("results") / time.strftime("%Y%m%d-%H%M%S"))
     check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -214,11 +219,48 @@ def _invert(args) -> int:
     from .defaults import INVERT_DEFAULTS
 
     cfg = _task_config(args, INVERT_DEFAULTS)
+    if getattr(args, "keypoints", None):
+        return _invert_keypoints(args, cfg)
     out = Path(args.out or Path("results") / f"invert-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_invert(args.task, cfg, out, progress=not args.quiet)
     view = summary.pivot_table(index="budget", columns=["metric", "space"], values="mean")
     print(view.to_string(float_format=lambda v: f"{v:.4g}"))
     print(f"wrote {out / 'summary.csv'}")
+    return 0
+
+
+def _invert_keypoints(args, cfg) -> int:
+    """``invert --task pose-cmu --keypoints FILE``: a user's 2D keypoints -> 3D joints (.npz) and the 2D error."""
+    from tasks.registry import TaskError
+
+    if args.task != "pose-cmu":
+        raise TaskError(f"--keypoints is for --task pose-cmu (2D keypoints -> 3D pose), not {args.task!r}")
+    from tasks.pose_io import reconstruct_file
+
+    src = Path(args.keypoints)
+    out = Path(args.out or Path("results") / f"pose-keypoints-{src.stem}")
+    result = reconstruct_file(src, cfg, out, progress=not args.quiet)
+    print(f"{result['frames']} frame(s), {result['space']} space: final 2D error {result['err2d_mean']:.2f} px "
+          f"(mean over frames; max {result['err2d_max']:.2f} px)")
+    print(f"wrote {result['path']}")
+    return 0
+
+
+def _train_pose_generator(args) -> int:
+    from tasks.pose_generator import train_from_config
+
+    from .defaults import POSE_GENERATOR_DEFAULTS
+
+    cfg = load_config(POSE_GENERATOR_DEFAULTS, args.config, args.overrides)
+    if cfg["threads"]:
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    out = Path(args.out or "results/pose-generator")
+    s = train_from_config(cfg, out, progress=bool(cfg["train"]["progress"]) and not args.quiet)
+    rec = s["test_reconstruction_mpjpe_mm"]
+    print(f"pose generator: {out / 'pose-generator.pt'} ({s['iterations']} iterations, {s['train_seconds'] / 60:.1f} min); "
+          f"held-out test-subject reconstruction MPJPE {rec['mean']:.1f} mm [{rec['ci_low']:.1f}, {rec['ci_high']:.1f}]")
     return 0
 
 
@@ -344,8 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     iv = sub.add_parser("invert", help="invert held-out targets in X and in the learned Z at every budget K",
                         usage="landscape invert --task TASK [--config FILE] [--out DIR] [key=value ...]")
     iv.add_argument("--task", required=True)
+    iv.add_argument("--keypoints", metavar="FILE",
+                    help="pose-cmu only: reconstruct 3D joints from a .npz/.json of 2D keypoints (see README)")
     _add_common(iv)
     iv.set_defaults(func=_invert)
+    tp = sub.add_parser("train-pose-generator", help="train the pose VAE (rotations + forward kinematics) on CMU mocap",
+                        usage="landscape train-pose-generator [--config FILE] [--out DIR] [key=value ...]")
+    _add_common(tp)
+    tp.set_defaults(func=_train_pose_generator)
     return parser
 
 
@@ -369,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     from defense.defenses import DefenseError
     from defense.purifiers import PurifierError
     from ray_jobs.submit import SubmitError
+    from tasks.mocap import MocapError
+    from tasks.pose_generator import GeneratorError
+    from tasks.pose_io import KeypointError
 
     try:
         return args.func(args)
     except (ConfigError, AttackError, ModelError, DataError, EvalError, TaskError, CheckpointError, ProblemError,
             DescentError, FileNotFoundError, ReportError, DefenseError, PurifierError,
-            SubmitError) as exc:
+            SubmitError, MocapError, GeneratorError, KeypointError) as exc:
         print(f"landscape {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

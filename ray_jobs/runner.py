@@ -59,7 +59,11 @@ class RayRunner:
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.started = False
-        address = cfg.get("address")
+        self.actors: dict = {}
+
+    def _connect(self) -> None:
+        """Join or start Ray on first use, so a config error never waits for a cluster."""
+        address = self.cfg.get("address")
         if not ray.is_initialized():
             kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=False)
             if address:
@@ -67,7 +71,6 @@ class RayRunner:
             else:
                 ray.init(**kwargs)
                 self.started = True
-        self.actors: dict = {}
 
     def close(self) -> None:
         for actor in list(self.actors):
@@ -99,6 +102,7 @@ class RayRunner:
     def __call__(self, ctx, shards, on_done, bar=None) -> None:
         if not shards:
             return
+        self._connect()
         _register_user_modules()
         n, per_cpu, per_gpu = self._pool_shape()
         n = min(n, len(shards))
