@@ -58,7 +58,7 @@ class AttackSpec:
             if key in ("norm", "version", "random_start", "loss", "multi_targeted"):
                 continue
             number = parse_number(value, name=f"{self.name}.{key}")
-            if not math.isfinite(number):
+            if key != "eps" and not math.isfinite(number):  # eps gets its own message below
                 raise AttackError(f"attack {self.name!r}: {key} must be a finite number, got {value!r}")
             if key in self.int_params:
                 if number != int(number):
