@@ -35,6 +35,9 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--n-tune", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--steps", default=str(REPO / "checkpoints" / "gan-cifar10-step-sizes.csv"),
+                    help="tune only among the (rule, lr) that `landscape invert` chose (a CSV it wrote); "
+                         "'full' searches the whole invert grid again")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,8 +48,17 @@ def main():
     inv = INVERT_DEFAULTS["gan-cifar10"]["invert"]
     budgets = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 200]
     tune = problem.sample_targets(args.n_tune, torch.Generator().manual_seed(1))
-    _, summary = compare_spaces(problem, theta, problem.heldout(args.n), tune, budgets, candidates(inv["x_search"]),
-                                candidates(inv["z_search"]), seed=0, batch_size=args.n, metric="mse")
+    if args.steps == "full":
+        x_cand, z_cand = candidates(inv["x_search"]), candidates(inv["z_search"])
+    else:
+        import pandas as pd
+
+        table = pd.read_csv(args.steps)
+        pick = lambda sp: sorted({(r, float(lr)) for r, lr in table[table.space == sp][["rule", "lr"]].itertuples(index=False)})  # noqa: E731
+        x_cand, z_cand = pick("X"), pick("Z")
+    print(f"step rules searched per K: X {x_cand}, Z {z_cand}")
+    _, summary = compare_spaces(problem, theta, problem.heldout(args.n), tune, budgets, x_cand, z_cand, seed=0,
+                                batch_size=args.n, metric="mse")
     mse = summary[summary["metric"] == "mse"]
     x200 = mse[(mse.space == "X") & (mse.budget == 200)].iloc[0]
     k = steps_to_reach(mse, "mse", x200["mean"], "Z")
@@ -56,6 +68,12 @@ def main():
     for _, r in mse[mse.space == "Z"].iterrows():
         print(f"  Z K={int(r['budget']):3d}: MSE {r['mean']:.5f}   X K={int(r['budget']):3d}: "
               f"{mse[(mse.space == 'X') & (mse.budget == r['budget'])]['mean'].item():.5f}")
+    for kz in (1, 2, 5, 10):
+        zk = mse[(mse.space == "Z") & (mse.budget == kz)]
+        if len(zk):
+            kx = steps_to_reach(mse, "mse", zk["mean"].item(), "X")
+            print(f"  X needs K={kx} to reach Z's K={kz} loss {zk['mean'].item():.5f}" if kx else
+                  f"  X does not reach Z's K={kz} loss within 200 steps")
     if k is None:
         print("Z never reaches the X K=200 loss within 200 steps")
         return
