@@ -57,8 +57,20 @@ def _gan_analyses(*args, **kwargs):
     return run_all(*args, **kwargs)
 
 
-TASKS = {"gan-cifar10": _gan_cifar10, "reverse-cifar10": _reverse_cifar10}
-TASK_ANALYSES = {"gan-cifar10": _gan_analyses}
+def _pose_cmu(cfg: dict):
+    from .pose_inversion import build_pose_problem
+
+    return build_pose_problem(cfg, _resolve(cfg["generator"]["weights"]))
+
+
+def _pose_analyses(*args, **kwargs):
+    from .pose_analyses import run_all
+
+    return run_all(*args, **kwargs)
+
+
+TASKS = {"gan-cifar10": _gan_cifar10, "reverse-cifar10": _reverse_cifar10, "pose-cmu": _pose_cmu}
+TASK_ANALYSES = {"gan-cifar10": _gan_analyses, "pose-cmu": _pose_analyses}
 
 TASK_DEFAULTS = {
     "gan-cifar10": {
@@ -72,6 +84,14 @@ TASK_DEFAULTS = {
         "ssl_head": str(CHECKPOINTS / "ssl-head-resnet20.pt"),
         "eps_rev": "16/255",
         "attacked_targets": True,
+    },
+    "pose-cmu": {
+        # root: null = $LANDSCAPE_MOCAP, else ./data/mocap-cmu (../shared/data/mocap-cmu on this project's machines)
+        "data": {"root": None, "every": 4, "heldout_every": 8},
+        "generator": {"weights": str(CHECKPOINTS / "pose-vae-cmu.pt")},
+        "camera": {"azimuth": [-180.0, 180.0], "elevation": [-5.0, 25.0], "distance": [4000.0, 6000.0],
+                   "focal": [900.0, 1100.0], "principal": [500.0, 500.0], "aim_jitter_mm": 300.0},
+        "problem": {"drop_prob": 0.1, "sigma_px": 5.0, "prior_weight": 1.0, "noise_px": 0.0},
     },
 }
 
