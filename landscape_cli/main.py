@@ -58,6 +58,16 @@ def _eval(args) -> int:
     return 0
 
 
+def _load(defaults: dict, args, open_sections=()) -> dict:
+    """The config of a training command, with ``threads`` applied to torch."""
+    cfg = load_config(defaults, args.config, args.overrides, open_sections)
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
+    return cfg
+
+
 def _train_generator(args) -> int:
     import json
 
@@ -67,17 +77,13 @@ def _train_generator(args) -> int:
 
     from .defaults import GENERATOR_DEFAULTS
 
-    cfg = load_config(GENERATOR_DEFAULTS, args.config, args.overrides)
-    if cfg["threads"]:
-        import torch
-
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = _load(GENERATOR_DEFAULTS, args)
     d = cfg["data"]
     data = select_subset(load_cifar10(d["root"], d["split"], bool(d["download"])), d["n_examples"], cfg["seed"],
                          d["selection"])
     out = Path(args.out or "results/generator")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     t = cfg["train"]
     summary = train_gan(data.images, out, epochs=int(t["epochs"]), batch_size=int(t["batch_size"]),
                         latent_dim=int(cfg["generator"]["latent_dim"]), width=int(cfg["generator"]["width"]),
@@ -101,9 +107,7 @@ def _train_ssl_head(args) -> int:
 
     from .defaults import SSL_DEFAULTS
 
-    cfg = load_config(SSL_DEFAULTS, args.config, args.overrides, ("model.kwargs",))
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = _load(SSL_DEFAULTS, args, ("model.kwargs",))
     d, t = cfg["data"], cfg["train"]
     model = build_classifier(cfg["model"], download=bool(d["download"]))
     train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_examples"], cfg["seed"])
@@ -144,9 +148,7 @@ def _train_classifier(args) -> int:
 
     if not args.on_purified:
         raise ConfigError("train-classifier only fine-tunes on purified images for now: pass --on-purified")
-    cfg = load_config(CLASSIFIER_DEFAULTS, args.config, args.overrides, ("model.kwargs", "defense.generator.kwargs"))
-    if cfg["threads"]:
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = _load(CLASSIFIER_DEFAULTS, args, ("model.kwargs", "defense.generator.kwargs"))
     d, p, t = cfg["data"], cfg["purifier"], cfg["train"]
     show = bool(t["progress"]) and not args.quiet
     model = build_classifier(cfg["model"], download=bool(d["download"]))
@@ -182,11 +184,7 @@ def _task_config(args, section_defaults: dict) -> dict:
 
     defaults = merge({"seed": 0, "device": "cpu", "threads": 0, "progress": True}, TASK_DEFAULTS[args.task])
     defaults = merge(defaults, section_defaults.get(args.task, {}))
-    cfg = load_config(defaults, args.config, args.overrides)
-    if cfg["threads"]:
-        import torch
-
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = _load(defaults, args)
     return cfg
 
 
@@ -251,11 +249,7 @@ def _train_pose_generator(args) -> int:
 
     from .defaults import POSE_GENERATOR_DEFAULTS
 
-    cfg = load_config(POSE_GENERATOR_DEFAULTS, args.config, args.overrides)
-    if cfg["threads"]:
-        import torch
-
-        torch.set_num_threads(int(cfg["threads"]))
+    cfg = _load(POSE_GENERATOR_DEFAULTS, args)
     out = Path(args.out or "results/pose-generator")
     s = train_from_config(cfg, out, progress=bool(cfg["train"]["progress"]) and not args.quiet)
     rec = s["test_reconstruction_mpjpe_mm"]
