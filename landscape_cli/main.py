@@ -180,6 +180,9 @@ def _task_config(args, section_defaults: dict) -> dict:
 
     if args.task not in TASK_DEFAULTS:
         raise TaskError(f"unknown task {args.task!r}; valid: {', '.join(TASK_DEFAULTS)}")
+    if args.task not in section_defaults:
+        raise TaskError(f"`landscape {args.command}` has no settings for task {args.task!r}; it supports: "
+                        f"{', '.join(section_defaults)}")
     from landscape.config import merge
 
     defaults = merge({"seed": 0, "device": "cpu", "threads": 0, "progress": True}, TASK_DEFAULTS[args.task])

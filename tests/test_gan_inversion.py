@@ -91,3 +91,8 @@ def test_invert_errors(tmp_path, capsys):
                  f"theta.weights={tmp_path / 'none.pt'}", "--quiet", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "theta checkpoint not found" in capsys.readouterr().err
+
+
+def test_invert_refuses_a_task_it_has_no_settings_for(capsys):
+    assert main(["invert", "--task", "reverse-cifar10"]) == 2
+    assert "supports" in capsys.readouterr().err
