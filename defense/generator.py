@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from landscape.io import atomic_write
+from landscape.io import atomic_write, load_tensors
 
 
 class Generator(nn.Module):
@@ -63,10 +63,7 @@ def save_generator(path, G: Generator, extra: dict | None = None) -> None:
 
 def load_generator(path) -> Generator:
     """Load a checkpoint written by :func:`save_generator` (``weights_only=True``), in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint not found: {path} (train one with `landscape train-generator`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_tensors(path, FileNotFoundError, "generator checkpoint", "train one with `landscape train-generator`")
     G = Generator(int(ckpt["latent_dim"]), int(ckpt["width"]))
     G.load_state_dict(ckpt["state_dict"], strict=True)
     for p in G.parameters():

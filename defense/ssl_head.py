@@ -13,14 +13,13 @@ Example::
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from landscape.io import atomic_write
+from landscape.io import atomic_write, load_tensors
 
 
 class ContrastiveHead(nn.Module):
@@ -143,10 +142,7 @@ def save_head(path, head: ContrastiveHead, extra: dict | None = None) -> None:
 
 
 def load_head(path) -> ContrastiveHead:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"self-supervised head not found: {path} (train one with `landscape train-ssl-head`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_tensors(path, FileNotFoundError, "self-supervised head", "train one with `landscape train-ssl-head`")
     head = ContrastiveHead(int(ckpt["in_dim"]), int(ckpt["hidden"]), int(ckpt["out_dim"]))
     head.load_state_dict(ckpt["state_dict"])
     for p in head.parameters():
