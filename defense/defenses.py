@@ -104,7 +104,7 @@ class DefenseFactory:
             raise DefenseError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
         c = self.cfg
         if defense.startswith("reverse-"):
-            eps = parse_number(c.get("eps_rev", 16 / 255), name="defense.eps_rev")
+            eps = parse_number(c.get("eps_rev", 8 / 255), name="defense.eps_rev")
             spec = c.get("reverse_steps")
             if defense == "reverse-x":
                 steps = load_step_table(spec, "x", None) if spec else None

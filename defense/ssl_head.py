@@ -5,6 +5,12 @@ random augmentations of the same image; the loss is SimCLR's contrastive cross-e
 cosine similarities over a temperature. Natural images have a low loss; an adversarial
 perturbation raises it, and the purifier reverses the attack by lowering it again.
 
+Negatives: training uses the other images of the batch. Purification uses a fixed bank of
+embedded training views stored with the head, so an image's loss (and so its purified version)
+does not depend on which other test images share its batch: with in-batch negatives the same
+image purified in batches of 50 or of 250 came out 53% vs 76% correct (250 JPEG test images,
+reverse-x K = 10).
+
 Example::
 
     >>> ssl = SelfSupervised(classifier, ContrastiveHead(64))
@@ -27,6 +33,8 @@ class ContrastiveHead(nn.Module):
         super().__init__()
         self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+        # fixed negatives (embedded training views); empty = negatives from the batch
+        self.register_buffer("bank", torch.zeros(0, out_dim), persistent=False)
 
     def forward(self, f):
         return F.normalize(self.net(f), dim=1)
@@ -51,9 +59,17 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.
     return ((v - mean) * contrast + mean + bright).clamp(0, 1)
 
 
-def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.2, groups: int = 1) -> torch.Tensor:
+def contrastive_loss(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.2, groups: int = 1,
+                     bank: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example symmetric InfoNCE; with ``groups`` > 1 (rows laid out as repeat_interleave), an
-    example's negatives are only the rows of its own group (restarts never see copies of themselves)."""
+    example's negatives are only the rows of its own group (restarts never see copies of themselves).
+    With a ``bank`` (M, D) of fixed negatives, each example's loss depends on that example alone."""
+    if bank is not None and len(bank):
+        pos = (e1 * e2).sum(1, keepdim=True) / temperature
+        bank = bank.to(e1)
+        l1 = torch.logsumexp(torch.cat([pos, e1 @ bank.T / temperature], 1), 1) - pos[:, 0]
+        l2 = torch.logsumexp(torch.cat([pos, e2 @ bank.T / temperature], 1), 1) - pos[:, 0]
+        return 0.5 * (l1 + l2)
     logits = e1 @ e2.T / temperature
     n = len(e1)
     if groups > 1:
@@ -97,7 +113,9 @@ class SelfSupervised(nn.Module):
 
     def forward(self, x: torch.Tensor, groups: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         emb = [self.head(self.features(augment(x, generator))) for _ in range(self.views)]
-        losses = [contrastive_loss(emb[i], emb[i + 1], self.temperature, groups) for i in range(0, self.views - 1, 2)]
+        bank = self.head.bank if len(self.head.bank) else None
+        losses = [contrastive_loss(emb[i], emb[i + 1], self.temperature, groups, bank)
+                  for i in range(0, self.views - 1, 2)]
         return torch.stack(losses).mean(0)
 
 
@@ -106,10 +124,22 @@ def feature_dim(classifier: nn.Module) -> int:
         return FeatureExtractor(classifier)(torch.rand(2, 3, 32, 32)).shape[1]
 
 
+def build_bank(classifier: nn.Module, head: ContrastiveHead, images: torch.Tensor, size: int = 1024, seed: int = 0,
+               batch_size: int = 256) -> torch.Tensor:
+    """Embeddings of one random view of ``size`` training images: the purifier's fixed negatives."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(images), generator=gen)[:size]
+    features = FeatureExtractor(classifier)
+    with torch.no_grad():
+        return torch.cat([head(features(augment(images[idx[i:i + batch_size]], gen)))
+                          for i in range(0, len(idx), batch_size)])
+
+
 def train_head(classifier: nn.Module, images: torch.Tensor, epochs: int = 3, batch_size: int = 256, lr: float = 1e-3,
                temperature: float = 0.2, hidden: int = 256, out_dim: int = 128, seed: int = 0,
-               progress: bool = True) -> tuple[ContrastiveHead, list]:
-    """Train only the head (the classifier stays frozen) on training images."""
+               progress: bool = True, bank_size: int = 1024) -> tuple[ContrastiveHead, list]:
+    """Train only the head (the classifier stays frozen) on training images; then embed
+    ``bank_size`` of them as the fixed negatives used at purification (0: in-batch negatives)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     head = ContrastiveHead(feature_dim(classifier), hidden, out_dim)
@@ -132,12 +162,17 @@ def train_head(classifier: nn.Module, images: torch.Tensor, epochs: int = 3, bat
             total += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         history.append({"epoch": epoch + 1, "loss": total / steps, "chance": math.log(batch_size)})
-    return head.eval(), history
+    head.eval()
+    if bank_size > 0:
+        head.bank = build_bank(classifier, head, images, bank_size, seed)
+    return head, history
 
 
 def save_head(path, head: ContrastiveHead, extra: dict | None = None) -> None:
     payload = {"state_dict": head.state_dict(), "in_dim": head.in_dim, "hidden": head.hidden, "out_dim": head.out_dim,
                **(extra or {})}
+    if len(head.bank):
+        payload["bank"] = head.bank.detach().cpu().clone()
     atomic_write(path, lambda p: torch.save(payload, p))
 
 
@@ -145,6 +180,8 @@ def load_head(path) -> ContrastiveHead:
     ckpt = load_tensors(path, FileNotFoundError, "self-supervised head", "train one with `landscape train-ssl-head`")
     head = ContrastiveHead(int(ckpt["in_dim"]), int(ckpt["hidden"]), int(ckpt["out_dim"]))
     head.load_state_dict(ckpt["state_dict"])
+    if ckpt.get("bank") is not None:
+        head.bank = ckpt["bank"].float()
     for p in head.parameters():
         p.requires_grad_(False)
     return head.eval()

@@ -23,18 +23,27 @@ class Theta(nn.Module):
 
     The skip is a linear map initialized to the identity (padded or cut when dim_z != dim_x)
     and the residual branch starts at zero, so an untrained theta reproduces descent in X.
+    ``skip="identity"`` (only when dim_z == dim_x) keeps the skip a fixed identity: a large X
+    (an image-sized perturbation, 3072 numbers) then needs no dim_x² matrix, and theta stays small.
     """
 
-    def __init__(self, x_shape, z_dim: int | None = None, width: int = 256, depth: int = 2):
+    def __init__(self, x_shape, z_dim: int | None = None, width: int = 256, depth: int = 2, skip: str = "linear"):
         super().__init__()
         self.x_shape = tuple(int(s) for s in x_shape)
         self.x_dim = math.prod(self.x_shape)
         self.z_dim = int(z_dim or self.x_dim)
-        self.width, self.depth = width, depth
-        self.skip = nn.Linear(self.z_dim, self.x_dim)
-        with torch.no_grad():
-            self.skip.weight.copy_(torch.eye(self.x_dim, self.z_dim))
-            self.skip.bias.zero_()
+        self.width, self.depth, self.skip_kind = width, depth, skip
+        if skip == "identity":
+            if self.z_dim != self.x_dim:
+                raise ValueError(f"skip='identity' needs z_dim == dim X = {self.x_dim}, got z_dim {self.z_dim}")
+            self.skip = nn.Identity()
+        elif skip == "linear":
+            self.skip = nn.Linear(self.z_dim, self.x_dim)
+            with torch.no_grad():
+                self.skip.weight.copy_(torch.eye(self.x_dim, self.z_dim))
+                self.skip.bias.zero_()
+        else:
+            raise ValueError(f"unknown theta skip {skip!r}; valid: 'linear', 'identity'")
         self.embed = nn.Linear(self.z_dim, width)
         self.blocks = nn.Sequential(*[_Block(width) for _ in range(depth)])
         self.head = nn.Linear(width, self.x_dim)
@@ -42,7 +51,8 @@ class Theta(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def config(self) -> dict:
-        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "width": self.width, "depth": self.depth}
+        return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "width": self.width, "depth": self.depth,
+                "skip": self.skip_kind}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.skip(z) + self.head(self.blocks(self.embed(z)))

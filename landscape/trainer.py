@@ -38,6 +38,7 @@ class TrainConfig:
     z_dim: int | None = None
     width: int = 256
     depth: int = 2
+    skip: str = "linear"          # "identity": fixed identity skip (needs z_dim = dim X), no dim_x² matrix
     buffer_size: int = 4096
     buffer_fraction: float = 0.5  # share of each batch drawn from the buffer once it has points
     collect_every: int = 10       # iterations between trajectory collections
@@ -76,7 +77,7 @@ class ThetaTrainer:
         self.problem, self.cfg, self.device = problem, cfg, torch.device(device)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth).to(self.device)
+        self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip).to(self.device)
         self.opt = torch.optim.Adam(self.theta.parameters(), lr=cfg.theta_lr)
         self.buffer = ReplayBuffer(cfg.buffer_size)
         self.iteration = 0
@@ -185,7 +186,7 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     """theta in eval mode (parameters frozen) and the training config it was saved with."""
     state = load_checkpoint(path)
     tc = state["theta_config"]
-    theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"])
+    theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"))
     theta.load_state_dict(state["theta"])
     for p in theta.parameters():
         p.requires_grad_(False)

@@ -46,8 +46,8 @@ EVAL_DEFAULTS = {
         # reverse-x / reverse-z (the self-supervised reverse attack of Mao et al. 2021)
         "ssl_head": "checkpoints/ssl-head-resnet20.pt",
         "reverse_theta": "checkpoints/theta-reverse-cifar10.pt",
-        "eps_rev": "16/255",
-        "reverse_steps": None,  # null: sign steps of 2.5 eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
+        "eps_rev": "8/255",
+        "reverse_steps": None,  # null: sign steps of eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
     },
     "attacks": ["none", "fgsm", "pgd"],
     "eps": {"Linf": "8/255", "L2": 0.5},
@@ -69,14 +69,14 @@ GENERATOR_DEFAULTS = {
 THETA_DEFAULTS = {
     "gan-cifar10": {
         "theta": {"iterations": 800, "batch_size": 32, "unroll": 5, "lr_z": 30.0, "rule": "sgd", "theta_lr": 1e-3,
-                  "z_dim": None, "width": 256, "depth": 2, "buffer_size": 4096, "buffer_fraction": 0.5,
+                  "z_dim": None, "width": 256, "depth": 2, "skip": "linear", "buffer_size": 4096, "buffer_fraction": 0.5,
                   "collect_every": 10, "collect_steps": 20, "grad_clip": 10.0, "checkpoint_every": 50},
     },
 }
 
 THETA_DEFAULTS["reverse-cifar10"] = {
     "theta": {"iterations": 300, "batch_size": 16, "unroll": 5, "lr_z": 0.1, "rule": "adam", "theta_lr": 1e-3,
-              "z_dim": 256, "width": 256, "depth": 2, "buffer_size": 1024, "buffer_fraction": 0.5,
+              "z_dim": 256, "width": 256, "depth": 2, "skip": "linear", "buffer_size": 1024, "buffer_fraction": 0.5,
               "collect_every": 10, "collect_steps": 10, "grad_clip": 10.0, "checkpoint_every": 25},
 }
 
@@ -100,7 +100,7 @@ SSL_DEFAULTS = {
     "model": dict(EVAL_DEFAULTS["model"]),
     "data": {"root": None, "n_examples": 0, "n_heldout": 500, "download": True},
     "train": {"epochs": 3, "batch_size": 256, "lr": 1.0e-3, "temperature": 0.2, "hidden": 256, "out_dim": 128,
-              "progress": True},
+              "bank_size": 1024, "progress": True},   # bank_size: fixed negatives for purification
 }
 
 CLASSIFIER_DEFAULTS = {
@@ -128,7 +128,7 @@ POSE_GENERATOR_DEFAULTS = {
 # z_dim 64 > dim X = 16 learned faster than z_dim 16 in trial runs.
 THETA_DEFAULTS["pose-cmu"] = {
     "theta": {"iterations": 4000, "batch_size": 64, "unroll": 10, "lr_z": 0.3, "rule": "adam", "theta_lr": 1e-3,
-              "z_dim": 64, "width": 256, "depth": 2, "buffer_size": 4096, "buffer_fraction": 0.5,
+              "z_dim": 64, "width": 256, "depth": 2, "skip": "linear", "buffer_size": 4096, "buffer_fraction": 0.5,
               "collect_every": 10, "collect_steps": 30, "grad_clip": 10.0, "checkpoint_every": 100},
 }
 

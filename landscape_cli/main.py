@@ -114,7 +114,7 @@ def _train_ssl_head(args) -> int:
     start = time.perf_counter()
     head, history = train_head(model, train.images, int(t["epochs"]), int(t["batch_size"]), float(t["lr"]),
                                float(t["temperature"]), int(t["hidden"]), int(t["out_dim"]), int(cfg["seed"]),
-                               progress=bool(t["progress"]) and not args.quiet)
+                               progress=bool(t["progress"]) and not args.quiet, bank_size=int(t["bank_size"]))
     seconds = time.perf_counter() - start
     # The figure that matters: attacks raise the self-supervised loss of held-out images.
     test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])

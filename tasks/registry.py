@@ -82,7 +82,7 @@ TASK_DEFAULTS = {
         "model": {"name": "resnet20", "weights": None, "kwargs": {}, "mean": None, "std": None, "strict": True,
                   "model_dir": None, "threat_model": "Linf"},
         "ssl_head": str(CHECKPOINTS / "ssl-head-resnet20.pt"),
-        "eps_rev": "16/255",
+        "eps_rev": "8/255",
         "attacked_targets": True,
     },
     "pose-cmu": {

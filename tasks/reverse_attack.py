@@ -14,7 +14,7 @@ from landscape.problem import InversionProblem, ProblemError
 
 class ReverseAttackProblem(InversionProblem):
     def __init__(self, ssl: torch.nn.Module, train_images: torch.Tensor, heldout_images: torch.Tensor,
-                 eps_rev: float = 16 / 255, attacked_train: torch.Tensor | None = None):
+                 eps_rev: float = 8 / 255, attacked_train: torch.Tensor | None = None):
         self.ssl, self.eps = ssl, float(eps_rev)
         self.latent_shape = tuple(train_images.shape[1:])
         self.train_images, self.heldout_images = train_images, heldout_images

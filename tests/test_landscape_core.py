@@ -156,3 +156,25 @@ def test_checkpoint_errors(tmp_path):
         other.resume(tmp_path / "s.pt")
     with pytest.raises(ValueError, match="unroll"):
         TrainConfig(**dict(CFG, unroll=0)).validate()
+
+
+def test_identity_skip_starts_as_x_holds_no_square_matrix_and_round_trips(tmp_path):
+    from landscape.theta import Theta
+
+    big = Theta((3, 32, 32), None, width=8, depth=1, skip="identity")
+    linear = Theta((3, 32, 32), None, width=8, depth=1)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(linear) - count(big) == 3072 * 3072 + 3072
+    z = torch.randn(2, 3072)
+    assert torch.equal(big(z), z.view(2, 3, 32, 32))  # untrained: exactly descent in X
+    with pytest.raises(ValueError, match="z_dim"):
+        Theta((3, 32, 32), 64, skip="identity")
+    with pytest.raises(ValueError, match="unknown theta skip"):
+        Theta((8,), skip="conv")
+    t = ThetaTrainer(IllConditioned(), TrainConfig(**dict(CFG, iterations=3, skip="identity")))
+    t.train(progress=False)
+    t.save(tmp_path / "theta.pt", with_buffer=False)
+    theta, cfg = load_theta(tmp_path / "theta.pt")
+    assert isinstance(theta.skip, torch.nn.Identity) and cfg["skip"] == "identity"
+    z = torch.randn(4, 8)
+    assert torch.allclose(theta(z), t.theta(z))

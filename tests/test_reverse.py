@@ -5,7 +5,8 @@ import torch.nn as nn
 
 from attacks.adaptive import BPDA, Defended
 from defense.purifiers import ReversePurifier
-from defense.ssl_head import ContrastiveHead, SelfSupervised, augment, contrastive_loss, train_head
+from defense.ssl_head import (ContrastiveHead, SelfSupervised, augment, build_bank, contrastive_loss, load_head,
+                              save_head, train_head)
 from landscape.descent import descend
 from landscape.theta import Theta
 
@@ -60,8 +61,12 @@ def test_head_training_lowers_held_out_loss_and_purification_lowers_it_further()
     net = TinyNet()
     train, held = structured_images(256, 0), structured_images(64, 1)
     torch.manual_seed(0)
-    untrained = SelfSupervised(net, ContrastiveHead(8, 32, 16))
-    head, history = train_head(net, train, epochs=8, batch_size=64, lr=3e-3, hidden=32, out_dim=16, progress=False)
+    untrained_head = ContrastiveHead(8, 32, 16)
+    untrained_head.bank = build_bank(net, untrained_head, train, 128)  # the same kind of negatives as the trained one
+    untrained = SelfSupervised(net, untrained_head)
+    head, history = train_head(net, train, epochs=8, batch_size=64, lr=3e-3, hidden=32, out_dim=16, progress=False,
+                               bank_size=128)
+    assert head.bank.shape == (128, 16)
     trained = SelfSupervised(net, head)
     torch.manual_seed(1)
     before = untrained(held).mean()
@@ -83,6 +88,23 @@ def test_contrastive_groups_keep_restarts_apart():
     grouped = contrastive_loss(e, e, groups=2)
     # rows 0, 2, 4 form one group: the same as computing the loss on that group alone
     assert torch.allclose(grouped[0::2], contrastive_loss(e[0::2], e[0::2]), atol=1e-6)
+
+
+def test_bank_makes_each_loss_independent_of_the_batch_and_round_trips(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    e1, e2, bank = (torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=1) for n in (6, 6, 10))
+    full = contrastive_loss(e1, e2, bank=bank)
+    assert torch.allclose(contrastive_loss(e1[:2], e2[:2], bank=bank), full[:2], atol=1e-6)
+    assert torch.allclose(contrastive_loss(e1[3:], e2[3:], bank=bank), full[3:], atol=1e-6)
+    # in-batch negatives, by contrast, change with the company an image keeps
+    assert not torch.allclose(contrastive_loss(e1[:2], e2[:2]), contrastive_loss(e1, e2)[:2], atol=1e-3)
+    head = ContrastiveHead(8, 16, 4)
+    head.bank = bank
+    save_head(tmp_path / "head.pt", head)
+    assert torch.equal(load_head(tmp_path / "head.pt").bank, bank)
+    plain = ContrastiveHead(8, 16, 4)
+    save_head(tmp_path / "plain.pt", plain)
+    assert len(load_head(tmp_path / "plain.pt").bank) == 0
 
 
 def test_bpda_and_unrolled_gradients_through_the_reverse_purifier():
