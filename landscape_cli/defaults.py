@@ -74,9 +74,11 @@ THETA_DEFAULTS = {
     },
 }
 
+# z = an image-sized perturbation (3072 numbers) with a fixed identity skip (theta 7.4 MB); Adam in Z.
+# Sign steps, SGD (lr_z 100) and a 256-dim z were tried too: none learned (checkpoints/theta-reverse-cifar10.md).
 THETA_DEFAULTS["reverse-cifar10"] = {
-    "theta": {"iterations": 300, "batch_size": 16, "unroll": 5, "lr_z": 0.1, "rule": "adam", "theta_lr": 1e-3,
-              "z_dim": 256, "width": 256, "depth": 2, "skip": "linear", "buffer_size": 1024, "buffer_fraction": 0.5,
+    "theta": {"iterations": 400, "batch_size": 16, "unroll": 5, "lr_z": 0.2, "rule": "adam", "theta_lr": 1e-4,
+              "z_dim": None, "width": 256, "depth": 2, "skip": "identity", "buffer_size": 1024, "buffer_fraction": 0.5,
               "collect_every": 10, "collect_steps": 10, "grad_clip": 10.0, "checkpoint_every": 25},
 }
 
