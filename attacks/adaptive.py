@@ -101,7 +101,15 @@ def unrolled_bytes(purifier: nn.Module, x: torch.Tensor) -> int:
 
 def surrogate(classifier: nn.Module, purifier: nn.Module | None, mode: str, draws: int = 1,
               max_gb: float = 4.0, batch: torch.Tensor | None = None) -> nn.Module:
-    """The model the attacker differentiates in ``mode``."""
+    """The model the attacker differentiates in ``mode``, in eval mode.
+
+    torchattacks restores a model's mode after each attack: a wrapper left in nn.Module's default
+    training mode would be switched to train() recursively, putting the shared classifier's batch
+    norm in training mode (batch statistics, drifting running stats) for everything after it."""
+    return _surrogate(classifier, purifier, mode, draws, max_gb, batch).eval()
+
+
+def _surrogate(classifier, purifier, mode, draws, max_gb, batch) -> nn.Module:
     if purifier is None:
         return classifier
     if mode not in MODES:

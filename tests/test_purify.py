@@ -213,3 +213,22 @@ def test_purifier_aware_finetuning_improves_accuracy_on_purified_images():
     finetune(clf, ptr, ytr, epochs=40, lr=3e-2, batch_size=50)
     after = accuracy(clf, pte, yte)
     assert before < 0.6 and after > 0.9, (before, after)
+
+
+@pytest.mark.parametrize("mode", ["nonadaptive", "bpda", "eot", "bpda+eot", "unrolled"])
+def test_attacks_leave_a_batchnorm_classifier_in_eval_mode(mode):
+    """torchattacks restores the mode of the model it attacks: the surrogate must not hand the shared
+    classifier back in training mode (batch statistics, drifting running stats)."""
+    import torchattacks
+
+    torch.manual_seed(0)
+    clf = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3)).eval()
+    with torch.no_grad():
+        clf[1].running_mean.fill_(0.3)
+        clf[1].running_var.fill_(2.0)
+    stats = [t.clone() for t in (clf[1].running_mean, clf[1].running_var)]
+    p = GeneratorPurifier(TinyG(), budget=2, restarts=1, steps=("adam", 0.1))
+    model = surrogate(clf, p, mode, draws=2, batch=torch.rand(2, 3, 4, 4))
+    torchattacks.PGD(model, eps=0.1, alpha=0.05, steps=2)(torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0]))
+    assert not any(m.training for m in clf.modules())
+    assert torch.equal(clf[1].running_mean, stats[0]) and torch.equal(clf[1].running_var, stats[1])
