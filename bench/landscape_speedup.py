@@ -51,11 +51,9 @@ def main():
     if args.steps == "full":
         x_cand, z_cand = candidates(inv["x_search"]), candidates(inv["z_search"])
     else:
-        import pandas as pd
+        from defense.defenses import load_step_table
 
-        table = pd.read_csv(args.steps)
-        pick = lambda sp: sorted({(r, float(lr)) for r, lr in table[table.space == sp][["rule", "lr"]].itertuples(index=False)})  # noqa: E731
-        x_cand, z_cand = pick("X"), pick("Z")
+        x_cand, z_cand = (sorted(set(load_step_table(args.steps, sp, None).values())) for sp in ("x", "z"))
     print(f"step rules searched per K: X {x_cand}, Z {z_cand}")
     _, summary = compare_spaces(problem, theta, problem.heldout(args.n), tune, budgets, x_cand, z_cand, seed=0,
                                 batch_size=args.n, metric="mse")

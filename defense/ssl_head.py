@@ -113,8 +113,7 @@ class SelfSupervised(nn.Module):
 
     def forward(self, x: torch.Tensor, groups: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         emb = [self.head(self.features(augment(x, generator))) for _ in range(self.views)]
-        bank = self.head.bank if len(self.head.bank) else None
-        losses = [contrastive_loss(emb[i], emb[i + 1], self.temperature, groups, bank)
+        losses = [contrastive_loss(emb[i], emb[i + 1], self.temperature, groups, self.head.bank)
                   for i in range(0, self.views - 1, 2)]
         return torch.stack(losses).mean(0)
 
