@@ -17,16 +17,16 @@ every torchattacks attack sees the expected prediction and its gradient.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from landscape.errors import LandscapeError
+
 MODES = ("nonadaptive", "bpda", "eot", "bpda+eot", "unrolled")
 
 
-class AdaptiveError(ValueError):
+class AdaptiveError(LandscapeError, ValueError):
     pass
 
 
@@ -91,8 +91,7 @@ def unrolled_bytes(purifier: nn.Module, x: torch.Tensor) -> int:
     images, splits it into a per-evaluation part (weights) and a per-image part, and scales to the
     real budget and restarts: bytes = (K + 1) * (weights + images * R * per_image) / 2 evaluations.
     """
-    probe = copy.copy(purifier)
-    probe.budget, probe.restarts, probe.differentiable = 1, 1, True
+    probe = purifier.exact(budget=1, restarts=1)
     one, two = _saved_bytes(probe, x[:1]), _saved_bytes(probe, x[:1].repeat(2, *([1] * (x.dim() - 1))))
     per_image = max(two - one, 0) / 2
     weights = max(one / 2 - per_image, 0)
@@ -119,8 +118,7 @@ def _surrogate(classifier, purifier, mode, draws, max_gb, batch) -> nn.Module:
     if mode in ("bpda", "bpda+eot"):
         model = nn.Sequential(BPDA(purifier), classifier)
         return EOT(model, draws) if mode == "bpda+eot" else model
-    exact = copy.copy(purifier)
-    exact.differentiable = True
+    exact = purifier.exact()
     if batch is not None:
         # 15% margin: the estimate ran about 7% below autograd's measured total (bench/purify_throughput.py)
         need = 1.15 * unrolled_bytes(exact, batch.repeat(draws if mode == "eot" else 1, *([1] * (batch.dim() - 1))))

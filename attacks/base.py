@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from landscape.config import parse_number
+from landscape.errors import LandscapeError
 
 NORMS = ("Linf", "L2")
 DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}
@@ -22,7 +23,7 @@ LIKELY_LINF_EPS_MAX = 16 / 255 + 1e-9   # an L2 attack given at most this looks 
 LIKELY_L2_EPS_MIN = 0.25                # a Linf attack given at least this looks like an L2 eps
 
 
-class AttackError(ValueError):
+class AttackError(LandscapeError, ValueError):
     """An unknown attack or a bad attack parameter; the message lists the valid choices."""
 
 

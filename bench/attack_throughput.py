@@ -20,10 +20,11 @@ import torchattacks
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defense.classifiers import build_classifier  # noqa: E402
-from defense.data import load_cifar10, select_subset  # noqa: E402
-from defense.evaluate import build_units, attack_correct  # noqa: E402
-from landscape_cli.defaults import EVAL_DEFAULTS  # noqa: E402
+from cifar10.classifiers import build_classifier  # noqa: E402
+from cifar10.data import load_cifar10, select_subset  # noqa: E402
+from evaluator.config import EVAL_DEFAULTS  # noqa: E402
+from evaluator.grid import build_units  # noqa: E402
+from evaluator.run import attack_correct  # noqa: E402
 from landscape.config import load_config  # noqa: E402
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))

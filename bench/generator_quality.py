@@ -17,13 +17,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defense.classifiers import build_classifier  # noqa: E402
-from defense.data import load_cifar10, select_subset  # noqa: E402
-from defense.generator import load_generator  # noqa: E402
+from cifar10.classifiers import build_classifier  # noqa: E402
+from cifar10.data import load_cifar10, select_subset  # noqa: E402
+from cifar10.generator import load_generator  # noqa: E402
 from defense.purifiers import GeneratorPurifier  # noqa: E402
 from landscape.io import atomic_write  # noqa: E402
 from landscape.stats import mean_interval  # noqa: E402
-from tasks.gan_inversion import psnr  # noqa: E402
+from tasks.gan.problem import psnr  # noqa: E402
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))
 

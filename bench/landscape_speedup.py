@@ -20,9 +20,10 @@ sys.path.insert(0, str(REPO))
 
 from landscape.compare import compare_spaces, steps_to_reach  # noqa: E402
 from landscape.trainer import load_theta  # noqa: E402
-from landscape_cli.defaults import INVERT_DEFAULTS  # noqa: E402
 from tasks.invert import candidates  # noqa: E402
-from tasks.registry import TASK_DEFAULTS, build_task  # noqa: E402
+from tasks.registry import TASKS, build_task  # noqa: E402
+
+TASK = TASKS["gan-cifar10"]
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))
 
@@ -30,8 +31,8 @@ SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED / "data" / "cifar10-jpeg"))
-    ap.add_argument("--generator", default=TASK_DEFAULTS["gan-cifar10"]["generator"]["weights"])
-    ap.add_argument("--theta", default=str(REPO / INVERT_DEFAULTS["gan-cifar10"]["theta"]["weights"]))
+    ap.add_argument("--generator", default=TASK.defaults["generator"]["weights"])
+    ap.add_argument("--theta", default=str(REPO / TASK.invert["theta"]["weights"]))
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--n-tune", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
@@ -45,7 +46,7 @@ def main():
            "generator": {"weights": args.generator}}
     problem = build_task("gan-cifar10", cfg)
     theta, tcfg = load_theta(args.theta)
-    inv = INVERT_DEFAULTS["gan-cifar10"]["invert"]
+    inv = TASK.invert["invert"]
     budgets = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 200]
     tune = problem.sample_targets(args.n_tune, torch.Generator().manual_seed(1))
     if args.steps == "full":

@@ -24,10 +24,11 @@ sys.path.insert(0, str(REPO))
 from landscape.compare import compare_spaces, steps_to_reach  # noqa: E402
 from landscape.stats import mean_interval  # noqa: E402
 from landscape.trainer import load_theta  # noqa: E402
-from landscape_cli.defaults import INVERT_DEFAULTS  # noqa: E402
 from tasks.invert import candidates  # noqa: E402
-from tasks.pose_metrics import mpjpe  # noqa: E402
-from tasks.registry import TASK_DEFAULTS, build_task  # noqa: E402
+from tasks.pose.metrics import mpjpe  # noqa: E402
+from tasks.registry import TASKS, build_task  # noqa: E402
+
+TASK = TASKS["pose-cmu"]
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))
 BUDGETS = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 200]
@@ -64,17 +65,14 @@ def report(summary, metric: str, unit: str) -> None:
 
 def wall_time(problem, theta, target, space: str, k: int, step: tuple, repeats: int = 3) -> float:
     """Best of ``repeats`` wall times (s) of K steps on the whole batch (theta's cost included in Z)."""
-    from landscape.trainer import z_init
-    from landscape.descent import descend
+    from landscape.space import Space
 
-    n = len(target["keypoints"])
+    sp = Space(problem, theta if space == "Z" else None)
     best = float("inf")
     for r in range(repeats):
-        g = torch.Generator().manual_seed(r)
-        start = z_init(theta, n, g) if space == "Z" else problem.init(n, g)
+        start = sp.init(len(target["keypoints"]), torch.Generator().manual_seed(r))
         t0 = time.perf_counter()
-        descend(lambda x: problem.objective(x, target), start, k, step[1], step[0],
-                theta=theta if space == "Z" else None)
+        sp.descend(target, start, k, step[1], step[0])
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -82,25 +80,25 @@ def wall_time(problem, theta, target, space: str, k: int, step: tuple, repeats: 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED / "data" / "mocap-cmu"))
-    ap.add_argument("--generator", default=TASK_DEFAULTS["pose-cmu"]["generator"]["weights"])
-    ap.add_argument("--theta", default=str(REPO / INVERT_DEFAULTS["pose-cmu"]["theta"]["weights"]))
+    ap.add_argument("--generator", default=TASK.defaults["generator"]["weights"])
+    ap.add_argument("--theta", default=str(REPO / TASK.invert["theta"]["weights"]))
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--n-tune", type=int, default=128)
     ap.add_argument("--baseline-iterations", type=int,
-                    default=INVERT_DEFAULTS["pose-cmu"]["analyses"]["baseline_iterations"])
-    ap.add_argument("--baseline-width", type=int, default=INVERT_DEFAULTS["pose-cmu"]["analyses"]["baseline_width"])
+                    default=TASK.invert["analyses"]["baseline_iterations"])
+    ap.add_argument("--baseline-width", type=int, default=TASK.invert["analyses"]["baseline_width"])
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.n < 500:
         print(f"note: {args.n} held-out poses, fewer than the 500 this benchmark is specified for")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = {**TASK_DEFAULTS["pose-cmu"], "seed": 0}
+    cfg = {**TASK.defaults, "seed": 0}
     cfg["data"] = {**cfg["data"], "root": args.data}
     cfg["generator"] = {"weights": args.generator}
     problem = build_task("pose-cmu", cfg)
     theta, tcfg = load_theta(args.theta)
-    inv = INVERT_DEFAULTS["pose-cmu"]["invert"]
+    inv = TASK.invert["invert"]
     tune = problem.sample_targets(args.n_tune, torch.Generator().manual_seed(1))
     heldout = problem.heldout(args.n)
     print(f"held-out poses: {args.n} (test subjects {sorted(problem.test_set.skeletons)}, {args.data}); "
@@ -121,7 +119,7 @@ def main():
             for _, r in pa.iterrows():
                 print(f"  PA-MPJPE {r['space']} K={int(r['budget'])}: {r['mean']:.1f} mm")
         print(f"({time.perf_counter() - t0:.0f} s)")
-    from tasks.pose_baseline import timed_predict, train_lifting
+    from tasks.pose.baseline import timed_predict, train_lifting
 
     net, info = train_lifting(problem, args.baseline_iterations, width=args.baseline_width, seed=0)
     pred, sec = timed_predict(net, heldout)

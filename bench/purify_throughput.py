@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from attacks.adaptive import unrolled_bytes  # noqa: E402
-from defense.generator import load_generator  # noqa: E402
+from cifar10.generator import load_generator  # noqa: E402
 from defense.purifiers import GeneratorPurifier  # noqa: E402
 
 

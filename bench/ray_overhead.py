@@ -21,9 +21,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defense.evaluate import evaluate  # noqa: E402
+from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS  # noqa: E402
+from evaluator.run import evaluate  # noqa: E402
 from landscape.config import load_config  # noqa: E402
-from landscape_cli.defaults import EVAL_DEFAULTS, OPEN_SECTIONS  # noqa: E402
 from ray_jobs.runner import RayRunner  # noqa: E402
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))

@@ -17,10 +17,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from defense.classifiers import build_classifier  # noqa: E402
-from defense.data import load_cifar10, select_subset  # noqa: E402
+from cifar10.classifiers import build_classifier  # noqa: E402
+from cifar10.data import load_cifar10, select_subset  # noqa: E402
+from cifar10.ssl_head import SelfSupervised, load_head  # noqa: E402
 from defense.purifiers import ReversePurifier  # noqa: E402
-from defense.ssl_head import SelfSupervised, load_head  # noqa: E402
 from landscape.trainer import load_theta  # noqa: E402
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))

@@ -1,26 +1,49 @@
-"""Build the purifiers named in ``defenses`` for each budget K from the ``defense`` config section."""
-from __future__ import annotations
+"""The defenses by name, and the factory that builds their purifiers for each budget K.
 
-from pathlib import Path
+The factory loads every model the named defenses need (generator, theta, self-supervised head)
+and reads their step-size tables **once, when it is built** (in the driver). It then holds only
+modules and numbers, so it travels whole through Ray's object store: a worker never opens a
+checkpoint, and worker nodes need no copy of any weights.
+
+Example::
+
+    >>> factory = DefenseFactory(cfg["defense"], torch.device("cpu"), classifier, ["reverse-x"])
+    >>> purifier = factory.purifier("reverse-x", budget=20)
+"""
+from __future__ import annotations
 
 import pandas as pd
 import torch
 
 from landscape.config import parse_number
+from landscape.errors import LandscapeError
+from landscape.io import resolve_path
 
 from .purifiers import GeneratorPurifier, ReversePurifier
 
-DEFENSES = ("none", "purify-x", "purify-z", "reverse-x", "reverse-z")
-REPO = Path(__file__).resolve().parents[1]
+#: each defense and its landscape (the ``landscape`` column of the results)
+DEFENSES = {"none": "none", "purify-x": "x", "purify-z": "z", "reverse-x": "x", "reverse-z": "z"}
+
+#: every ``defense`` key of ``landscape eval`` (and ``train-classifier``), with its default
+DEFENSE_DEFAULTS = {
+    "budgets": [0, 1, 2, 5, 10, 20, 50, 100, 200],
+    "restarts": 4,
+    "modes": ["nonadaptive", "bpda"],   # nonadaptive | bpda | eot | bpda+eot | unrolled
+    "eot_draws": 8,
+    "unrolled_max_gb": 4.0,
+    "generator": {"name": "dcgan", "weights": "checkpoints/dcgan-cifar10.pt", "kwargs": {}},
+    "theta": "checkpoints/theta-gan-cifar10.pt",
+    "step_sizes": "checkpoints/gan-cifar10-step-sizes.csv",  # tuned (rule, lr) per space and K, or {K: [rule, lr]}
+    # reverse-x / reverse-z (the self-supervised reverse attack of Mao et al. 2021)
+    "ssl_head": "checkpoints/ssl-head-resnet20.pt",
+    "reverse_theta": "checkpoints/theta-reverse-cifar10.pt",
+    "eps_rev": "8/255",
+    "reverse_steps": None,  # null: sign steps of eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
+}
 
 
-class DefenseError(ValueError):
+class DefenseError(LandscapeError, ValueError):
     pass
-
-
-def _resolve(path) -> Path:
-    p = Path(str(path)).expanduser()
-    return p if p.is_absolute() or p.exists() else REPO / p
 
 
 def load_step_table(spec, space: str, default: tuple):
@@ -31,7 +54,7 @@ def load_step_table(spec, space: str, default: tuple):
         return {int(k): (str(v[0]), float(v[1])) for k, v in spec.items()}
     if isinstance(spec, (list, tuple)) and len(spec) == 2:
         return (str(spec[0]), float(spec[1]))
-    path = _resolve(spec)
+    path = resolve_path(spec)
     if not path.is_file():
         raise DefenseError(f"step-size table {path} not found (write one with `landscape invert`, or give "
                            f"{{K: [rule, lr]}})")
@@ -43,78 +66,68 @@ def load_step_table(spec, space: str, default: tuple):
 
 
 class DefenseFactory:
-    """Loads the generator and theta once; hands out a purifier per (defense, K)."""
+    """Loads what ``defenses`` need, once; hands out a purifier per (defense, K)."""
 
-    def __init__(self, cfg: dict, device: torch.device, classifier: torch.nn.Module | None = None):
-        self.cfg, self.device, self.classifier = cfg, device, classifier
-        self._G = self._theta = self._ssl = self._rtheta = None
+    def __init__(self, cfg: dict, device: torch.device, classifier: torch.nn.Module | None, defenses):
+        self.cfg, self.device, self.classifier = cfg, torch.device(device), classifier
+        wanted = set(defenses) - {"none"}
+        unknown = wanted - set(DEFENSES)
+        if unknown:
+            raise DefenseError(f"unknown defense {sorted(unknown)[0]!r}; valid: {', '.join(DEFENSES)}")
+        self.defenses = wanted
+        self.restarts = int(cfg.get("restarts", 1))
+        self.models: dict = {}   # name -> nn.Module, all on self.device
+        self.steps: dict = {}    # defense -> (rule, lr) or {K: (rule, lr)}
+        self._load()
 
-    @property
-    def generator(self):
-        if self._G is None:
-            from .generator import build_generator
+    def _load(self) -> None:
+        from landscape.trainer import load_theta
 
-            g = dict(self.cfg["generator"])
+        c, want = self.cfg, self.defenses
+        if want & {"purify-x", "purify-z"}:
+            from cifar10.generator import build_generator
+
+            g = dict(c["generator"])
             if g.get("weights"):
-                g["weights"] = str(_resolve(g["weights"]))
-            self._G = build_generator(g).to(self.device)
-        return self._G
-
-    @property
-    def theta(self):
-        if self._theta is None:
-            from landscape.trainer import load_theta
-
-            self._theta, self._theta_cfg = load_theta(_resolve(self.cfg["theta"]), self.device)
-        return self._theta
-
-    @property
-    def ssl(self):
-        if self._ssl is None:
-            from .ssl_head import SelfSupervised, load_head
+                g["weights"] = str(resolve_path(g["weights"]))
+            self.models["generator"] = build_generator(g)
+            self.steps["purify-x"] = load_step_table(c.get("step_sizes"), "x", ("adam", 0.1))
+        if "purify-z" in want:
+            self.models["theta"], tcfg = load_theta(resolve_path(c["theta"]))
+            self.steps["purify-z"] = load_step_table(c.get("step_sizes"), "z", (tcfg["rule"], float(tcfg["lr_z"])))
+        if want & {"reverse-x", "reverse-z"}:
+            from cifar10.ssl_head import SelfSupervised, load_head
 
             if self.classifier is None:
                 raise DefenseError("the reverse-attack purifier needs the classifier")
-            self._ssl = SelfSupervised(self.classifier, load_head(_resolve(self.cfg["ssl_head"]))).to(self.device)
-        return self._ssl
+            self.eps_rev = parse_number(c.get("eps_rev", 8 / 255), name="defense.eps_rev")
+            if not self.eps_rev > 0:
+                raise DefenseError(f"defense.eps_rev must be > 0, got {c.get('eps_rev')!r}")
+            self.models["ssl"] = SelfSupervised(self.classifier, load_head(resolve_path(c["ssl_head"])))
+            spec = c.get("reverse_steps")
+            self.steps["reverse-x"] = load_step_table(spec, "x", None) if spec else None
+        if "reverse-z" in want:
+            self.models["reverse_theta"], tcfg = load_theta(resolve_path(c["reverse_theta"]))
+            spec = c.get("reverse_steps")
+            self.steps["reverse-z"] = load_step_table(spec, "z", None) if spec else (tcfg["rule"], float(tcfg["lr_z"]))
+        self.to(self.device)
 
-    @property
-    def reverse_theta(self):
-        if self._rtheta is None:
-            from landscape.trainer import load_theta
-
-            self._rtheta, self._rtheta_cfg = load_theta(_resolve(self.cfg["reverse_theta"]), self.device)
-        return self._rtheta
-
-    def to(self, device) -> None:
+    def to(self, device) -> "DefenseFactory":
         self.device = torch.device(device)
-        if self._ssl is not None:
-            self._ssl = self._ssl.to(self.device)
-        if self._rtheta is not None:
-            self._rtheta = self._rtheta.to(self.device)
-        if self._G is not None:
-            self._G = self._G.to(self.device)
-        if self._theta is not None:
-            self._theta = self._theta.to(self.device)
+        self.models = {k: m.to(self.device) for k, m in self.models.items()}
+        return self
 
     def purifier(self, defense: str, budget: int):
         if defense == "none":
             return None
-        if defense not in DEFENSES:
-            raise DefenseError(f"unknown defense {defense!r}; valid: {', '.join(DEFENSES)}")
-        c = self.cfg
-        if defense.startswith("reverse-"):
-            eps = parse_number(c.get("eps_rev", 8 / 255), name="defense.eps_rev")
-            spec = c.get("reverse_steps")
-            if defense == "reverse-x":
-                steps = load_step_table(spec, "x", None) if spec else None
-                return ReversePurifier(self.ssl, budget, int(c["restarts"]), eps, steps)
-            theta = self.reverse_theta
-            steps = load_step_table(spec, "z", None) if spec else (self._rtheta_cfg["rule"], float(self._rtheta_cfg["lr_z"]))
-            return ReversePurifier(self.ssl, budget, int(c["restarts"]), eps, steps, theta=theta)
+        if defense not in self.defenses:
+            raise DefenseError(f"defense {defense!r} was not loaded; this factory holds: "
+                               f"{', '.join(sorted(self.defenses)) or 'none'}")
+        m, steps = self.models, self.steps[defense]
+        if defense == "reverse-x":
+            return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps)
+        if defense == "reverse-z":
+            return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps, theta=m["reverse_theta"])
         if defense == "purify-x":
-            steps = load_step_table(c.get("step_sizes"), "x", ("adam", 0.1))
-            return GeneratorPurifier(self.generator, budget, int(c["restarts"]), steps)
-        theta = self.theta
-        steps = load_step_table(c.get("step_sizes"), "z", ("sgd", float(self._theta_cfg["lr_z"])))
-        return GeneratorPurifier(self.generator, budget, int(c["restarts"]), steps, theta=theta)
+            return GeneratorPurifier(m["generator"], budget, self.restarts, steps)
+        return GeneratorPurifier(m["generator"], budget, self.restarts, steps, theta=m["theta"])

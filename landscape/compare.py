@@ -13,13 +13,12 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from .descent import descend
 from .problem import InversionProblem, Target, target_index, target_len
+from .space import Space
 from .stats import mean_interval
-from .trainer import z_init
 
 
-def _run_all_budgets(problem, target, start, budgets, rule, lr, theta, batch_size, project=None):
+def _run_all_budgets(space: Space, target, start, budgets, rule, lr, batch_size):
     """Per-example metrics after each K in ``budgets`` (dict K -> dict name -> tensor) and wall time per step."""
     kmax = max(budgets)
     out = {k: {} for k in budgets}
@@ -28,25 +27,22 @@ def _run_all_budgets(problem, target, start, budgets, rule, lr, theta, batch_siz
     for s in range(0, n, batch_size):
         tgt = target_index(target, slice(s, s + batch_size))
         t0 = time.perf_counter()
-        res = descend(lambda x: problem.objective(x, tgt), start[s:s + batch_size], kmax, lr, rule, theta=theta,
-                      keep_trajectory=True, project=project)
+        res = space.descend(tgt, start[s:s + batch_size], kmax, lr, rule, keep_trajectory=True)
         seconds += time.perf_counter() - t0
         for k in budgets:
-            var = res.trajectory[k]
             with torch.no_grad():
-                x = theta(var) if theta is not None else var
-            for name, val in problem.metrics(x, tgt).items():
+                x = space.to_x(res.trajectory[k])
+            for name, val in space.problem.metrics(x, tgt).items():
                 out[k].setdefault(name, []).append(val.detach().cpu())
     return {k: {name: torch.cat(v) for name, v in d.items()} for k, d in out.items()}, seconds / max(kmax, 1) / n
 
 
-def tune(problem: InversionProblem, target: Target, start: torch.Tensor, budgets: Sequence[int],
-         candidates: Sequence[tuple], theta=None, batch_size: int = 256, metric: str | None = None,
-         project=None) -> dict:
+def tune(space: Space, target: Target, start: torch.Tensor, budgets: Sequence[int], candidates: Sequence[tuple],
+         batch_size: int = 256, metric: str | None = None) -> dict:
     """For each K, the (rule, lr) candidate with the lowest mean ``metric`` on the tuning targets."""
     scores = {}
     for rule, lr in candidates:
-        res, _ = _run_all_budgets(problem, target, start, budgets, rule, lr, theta, batch_size, project)
+        res, _ = _run_all_budgets(space, target, start, budgets, rule, lr, batch_size)
         key = metric or next(iter(res[budgets[0]]))
         for k in budgets:
             val = float(torch.nan_to_num(res[k][key].double(), nan=float("inf")).mean())
@@ -56,31 +52,28 @@ def tune(problem: InversionProblem, target: Target, start: torch.Tensor, budgets
 
 def compare_spaces(problem: InversionProblem, theta, heldout: Target, tune_targets: Target, budgets: Sequence[int],
                    x_candidates: Sequence[tuple], z_candidates: Sequence[tuple], seed: int = 0, batch_size: int = 256,
-                   metric: str | None = None, progress: Callable[[str], None] | None = None,
-                   project=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   metric: str | None = None, progress: Callable[[str], None] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-example metrics (long table) and a summary (mean and 95% interval per space, K, metric)."""
     budgets = sorted(int(k) for k in budgets)
     n, n_tune = target_len(heldout), target_len(tune_targets)
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  same starts for every candidate
-    spaces = {"X": (None, x_candidates, lambda m: problem.init(m, gen())),
-              "Z": (theta, z_candidates, lambda m: z_init(theta, m, gen()))}
+    spaces = [(Space(problem), x_candidates)] + ([(Space(problem, theta), z_candidates)] if theta is not None else [])
     rows = []
-    for space, (th, candidates, start_fn) in spaces.items():
-        if space == "Z" and theta is None:
-            continue
+    for space, candidates in spaces:
         if progress:
-            progress(f"tuning {space} over {len(candidates)} step rules/sizes")
-        chosen = tune(problem, tune_targets, start_fn(n_tune), budgets, candidates, th, batch_size, metric, project)
-        start = start_fn(n)
+            progress(f"tuning {space.name} over {len(candidates)} step rules/sizes")
+        chosen = tune(space, tune_targets, space.init(n_tune, gen()), budgets, candidates, batch_size, metric)
+        start = space.init(n, gen())
         for (rule, lr) in sorted(set(chosen.values())):
             ks = [k for k in budgets if chosen[k] == (rule, lr)]
             if progress:
-                progress(f"{space}: {rule} lr={lr:g} for K in {ks}")
-            res, sec_per_step = _run_all_budgets(problem, heldout, start, ks, rule, lr, th, batch_size, project)
+                progress(f"{space.name}: {rule} lr={lr:g} for K in {ks}")
+            res, sec_per_step = _run_all_budgets(space, heldout, start, ks, rule, lr, batch_size)
             for k in ks:
                 for name, vals in res[k].items():
                     for i, v in enumerate(vals.tolist()):
-                        rows.append((space, k, rule, lr, name, i, v, sec_per_step))
+                        rows.append((space.name, k, rule, lr, name, i, v, sec_per_step))
     per_example = pd.DataFrame(rows, columns=["space", "budget", "rule", "lr", "metric", "example", "value",
                                               "seconds_per_step"])
     summary = summarize(per_example)

@@ -14,8 +14,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from .errors import LandscapeError
 
-class ConfigError(ValueError):
+
+class ConfigError(LandscapeError, ValueError):
     """A config file or override is malformed or names an unknown key."""
 
 

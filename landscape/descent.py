@@ -11,10 +11,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from .errors import LandscapeError
+
 RULES = ("sgd", "adam", "sign")
 
 
-class DescentError(ValueError):
+class DescentError(LandscapeError, ValueError):
     pass
 
 

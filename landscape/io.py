@@ -7,6 +7,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .errors import LandscapeError
+
+
+class CheckpointError(LandscapeError, RuntimeError):
+    """A checkpoint that cannot be read, or holds something other than what was asked for."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A checkpoint file that is not there."""
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -27,6 +37,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+#: the checkout the packages were installed from (committed checkpoints live in its checkpoints/)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path) -> Path:
+    """A path as given if it exists (or is absolute), else relative to the repository, so the committed
+    checkpoints (``checkpoints/...``) are found from any working directory."""
+    p = Path(str(path)).expanduser()
+    return p if p.is_absolute() or p.exists() else REPO / p
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -38,15 +59,23 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def load_tensors(path: str | Path, error: type[Exception] = FileNotFoundError, what: str = "checkpoint",
-                 hint: str = "") -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a missing or unreadable file."""
+def load_tensors(path: str | Path, error: type[Exception] = CheckpointError, what: str = "checkpoint",
+                 hint: str = "", keys: tuple = ()) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a missing or unreadable file.
+
+    A missing file raises :class:`MissingCheckpointError`; an unreadable one, or a dict that lacks
+    one of ``keys`` (a valid checkpoint of another kind), raises ``error``.
+    """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise error(f"{what} not found: {path}{f' ({hint})' if hint else ''}")
+        raise MissingCheckpointError(f"{what} not found: {path}{f' ({hint})' if hint else ''}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise error(f"cannot read {what} {path} with weights_only=True: {exc}") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise error(f"{path} is not a {what} (it lacks {', '.join(missing)}){f'; {hint}' if hint else ''}")
+    return state

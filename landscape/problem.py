@@ -10,11 +10,14 @@ from abc import ABC, abstractmethod
 from typing import Dict, Union
 
 import torch
+import torch.nn as nn
+
+from .errors import LandscapeError
 
 Target = Union[torch.Tensor, Dict[str, torch.Tensor]]
 
 
-class ProblemError(ValueError):
+class ProblemError(LandscapeError, ValueError):
     """A task was given inputs of the wrong shape or kind."""
 
 
@@ -57,6 +60,39 @@ class InversionProblem(ABC):
 
     #: shape of one point of X (without the batch dimension)
     latent_shape: tuple
+    #: where the problem's models and tensors live (see :meth:`to`)
+    device: torch.device = torch.device("cpu")
+
+    def to(self, device) -> "InversionProblem":
+        """Move every model and tensor the problem holds (attributes, and dicts of them) to ``device``."""
+        device = torch.device(device)
+
+        def move(value):
+            if isinstance(value, nn.Module):
+                return value.to(device)
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
+
+        for name, value in list(vars(self).items()):
+            setattr(self, name, move(value))
+        self.device = device
+        return self
+
+    def tensors(self):
+        """Every tensor the problem holds, with a name (its models' parameters and buffers included)."""
+        for name, value in vars(self).items():
+            if isinstance(value, nn.Module):
+                for sub, t in list(value.named_parameters()) + list(value.named_buffers()):
+                    yield f"{name}.{sub}", t
+            elif isinstance(value, torch.Tensor):
+                yield name, value
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    if isinstance(v, torch.Tensor):
+                        yield f"{name}.{k}", v
 
     @abstractmethod
     def forward(self, x: torch.Tensor):
@@ -76,8 +112,20 @@ class InversionProblem(ABC):
             return {"loss": self.objective(x, target)}
 
     def init(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Initial points of X for ``n`` examples (default: standard normal)."""
+        """Initial points of X for ``n`` examples, on the CPU (default: standard normal)."""
         return torch.randn((n, *self.latent_shape), generator=generator)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Back onto the feasible set after a plain step (default: X has no constraint)."""
+        return x
+
+    def constrain(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable map of theta's output onto the feasible set (default: the identity)."""
+        return x
+
+    def solution(self, x: torch.Tensor, target: Target):
+        """What a point of X stands for, for ``target`` (default: ``forward(x)``; a purifier returns it)."""
+        return self.forward(x)
 
     @abstractmethod
     def sample_targets(self, n: int, generator: torch.Generator | None = None) -> Target:

@@ -1,14 +1,24 @@
 """Train theta so that a few descent steps through it solve the inversion (Liu et al. 2023).
 
-Each iteration unrolls ``unroll`` steps of z <- z - lr * grad_z L(F(theta(z)), y) from a
-batch of starting points and minimizes the sum of the losses over all steps, backpropagating
-through the unrolled steps into theta. Starting points are half fresh initializations and
-half points that earlier trajectories visited (a replay buffer), so theta is trained where
-descent actually goes, not only at the initialization.
+Two methods, one trainer (``TrainConfig.method``):
+
+* ``unrolled``: each iteration unrolls ``unroll`` steps of z <- z - lr * grad_z L(F(theta(z)), y)
+  from a batch of starting points and minimizes the sum of the losses over all steps,
+  backpropagating through the unrolled steps into theta. Starting points are half fresh
+  initializations and half points that earlier trajectories visited (a replay buffer).
+* ``coordinate`` (the paper's own algorithm, as its summaries describe it: coordinate descent
+  with experience replay): every ``collect_every`` iterations, descend ``collect_steps`` steps in
+  Z through the current, frozen theta for ``collect_batch`` training targets and push every
+  visited z with its target into the buffer; each iteration then updates theta (AdamW) on
+  ``batch_size`` buffered (z, target) pairs so that L(F(theta(z)), y) is low at all of them.
+  Points of high loss give large gradients, so theta learns to shorten the whole path; nothing is
+  differentiated through the steps, which is what lets sign and Adam steps train theta too.
+
+Every ``eval_every`` iterations the trainer measures the held-out loss after ``eval_budget``
+steps in Z (fixed starts, the training rule and step size): the learning curve in ``history``.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -17,18 +27,20 @@ import torch
 from tqdm.auto import tqdm
 
 from .buffer import ReplayBuffer
-from .descent import descend
-from .io import atomic_write, load_tensors
-from .problem import InversionProblem, target_cat, target_to
-from .theta import Theta
+from .io import CheckpointError, atomic_write, load_tensors
+from .problem import InversionProblem, target_cat, target_len, target_to
+from .space import Space
+from .theta import Theta, ThetaError
+
+__all__ = ["CheckpointError", "ThetaTrainer", "TrainConfig", "load_theta", "load_checkpoint"]
 
 
-class CheckpointError(RuntimeError):
-    pass
+METHODS = ("unrolled", "coordinate")
 
 
 @dataclass
 class TrainConfig:
+    method: str = "unrolled"      # unrolled | coordinate (see the module docstring)
     iterations: int = 1000
     batch_size: int = 64
     unroll: int = 10              # T: steps unrolled per training iteration
@@ -39,12 +51,18 @@ class TrainConfig:
     width: int = 256
     depth: int = 2
     skip: str = "linear"          # "identity": fixed identity skip (needs z_dim = dim X), no dim_x² matrix
+    activation: str = "gelu"      # of theta's residual blocks: gelu | relu | silu | tanh
+    weight_decay: float = 0.0     # AdamW's, for the coordinate method (the unrolled one uses Adam)
+    collect_batch: int = 64       # coordinate: targets per collected trajectory batch
     buffer_size: int = 4096
     buffer_fraction: float = 0.5  # share of each batch drawn from the buffer once it has points
     collect_every: int = 10       # iterations between trajectory collections
     collect_steps: int = 20       # steps of each collected trajectory (longer than the unroll)
     grad_clip: float = 10.0
     checkpoint_every: int = 100
+    eval_every: int = 0           # iterations between held-out evaluations (0: none)
+    eval_budget: int = 10         # K of the held-out evaluation
+    eval_n: int = 64              # held-out targets of the evaluation
     seed: int = 0
     extra: dict = field(default_factory=dict)  # task settings recorded with the checkpoint
 
@@ -53,20 +71,22 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown theta training keys {sorted(unknown)}; valid: {sorted(names)}")
+            raise ThetaError(f"unknown theta training keys {sorted(unknown)}; valid: {sorted(names)}")
         return cls(**d)
 
     def validate(self) -> None:
-        for key in ("iterations", "batch_size", "unroll", "buffer_size", "collect_every", "collect_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"theta training: {key} must be >= 1, got {getattr(self, key)}")
+        if self.method not in METHODS:
+            raise ThetaError(f"unknown theta training method {self.method!r}; valid: {', '.join(METHODS)}")
+        for key in ("iterations", "batch_size", "unroll", "buffer_size", "collect_every", "collect_steps",
+                    "collect_batch", "eval_n"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ThetaError(f"theta training: {key} must be a whole number >= 1, got {value!r}")
+        for key in ("eval_every", "eval_budget"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ThetaError(f"theta training: {key} must be a whole number >= 0, got {getattr(self, key)!r}")
         if not 0 <= self.buffer_fraction <= 1:
-            raise ValueError(f"buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
-
-
-def z_init(theta: Theta, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Starting points in Z: standard normal (theta maps them into X)."""
-    return torch.randn(n, theta.z_dim, generator=generator).to(device or "cpu")
+            raise ThetaError(f"buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
 
 
 class ThetaTrainer:
@@ -74,28 +94,36 @@ class ThetaTrainer:
 
     def __init__(self, problem: InversionProblem, cfg: TrainConfig, device="cpu"):
         cfg.validate()
-        self.problem, self.cfg, self.device = problem, cfg, torch.device(device)
+        self.cfg, self.device = cfg, torch.device(device)
+        self.problem = problem.to(self.device)  # theta and the forward model on the same device
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip).to(self.device)
-        self.opt = torch.optim.Adam(self.theta.parameters(), lr=cfg.theta_lr)
+        self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip,
+                           cfg.activation).to(self.device)
+        self.space = Space(self.problem, self.theta)
+        if cfg.method == "coordinate":
+            self.opt = torch.optim.AdamW(self.theta.parameters(), lr=cfg.theta_lr, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.Adam(self.theta.parameters(), lr=cfg.theta_lr)
         self.buffer = ReplayBuffer(cfg.buffer_size)
         self.iteration = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
 
     # -- one piece at a time -------------------------------------------------------------
-    def objective_for(self, target):
-        return lambda x: self.problem.objective(x, target)
-
     def collect(self) -> None:
         """Run a trajectory through the current theta and keep the points it visits."""
         cfg = self.cfg
-        target = target_to(self.problem.sample_targets(cfg.batch_size, self.gen), self.device)
-        z0 = z_init(self.theta, cfg.batch_size, self.gen, self.device)
-        res = descend(self.objective_for(target), z0, cfg.collect_steps, cfg.lr_z, cfg.rule, theta=self.theta,
-                      keep_trajectory=True)
-        for z in res.trajectory[1:]:
+        n = cfg.collect_batch if cfg.method == "coordinate" else cfg.batch_size
+        target = target_to(self.problem.sample_targets(n, self.gen), self.device)
+        z0 = self.space.init(n, self.gen, self.device)
+        self.theta.requires_grad_(False)   # frozen while the trajectory is collected
+        try:
+            res = self.space.descend(target, z0, cfg.collect_steps, cfg.lr_z, cfg.rule, keep_trajectory=True)
+        finally:
+            self.theta.requires_grad_(True)
+        # the coordinate method learns from the start too; the unrolled one starts fresh points itself
+        for z in res.trajectory[0 if cfg.method == "coordinate" else 1:]:
             self.buffer.push(z, target)
 
     def training_batch(self):
@@ -105,7 +133,7 @@ class ThetaTrainer:
         zs, targets = [], []
         if n_new:
             targets.append(self.problem.sample_targets(n_new, self.gen))
-            zs.append(z_init(self.theta, n_new, self.gen))
+            zs.append(self.space.init(n_new, self.gen, "cpu"))
         if n_buf:
             z, t = self.buffer.sample(n_buf, self.gen)
             zs.append(z)
@@ -114,15 +142,25 @@ class ThetaTrainer:
 
     def unrolled_loss(self, z0: torch.Tensor, target) -> torch.Tensor:
         """Mean over the batch of the sum over steps of the loss, differentiable w.r.t. theta."""
-        res = descend(self.objective_for(target), z0, self.cfg.unroll, self.cfg.lr_z, self.cfg.rule,
-                      theta=self.theta, differentiable=True)
+        res = self.space.descend(target, z0, self.cfg.unroll, self.cfg.lr_z, self.cfg.rule, differentiable=True)
         return res.losses.sum(0).mean()
+
+    def coordinate_loss(self) -> torch.Tensor:
+        """Mean loss of theta at buffered points (each with its own target), differentiable w.r.t. theta."""
+        z, target = self.buffer.sample(self.cfg.batch_size, self.gen)
+        z, target = z.to(self.device), target_to(target, self.device)
+        return self.problem.objective(self.space.to_x(z), target).mean()
 
     def step(self) -> float:
         if self.iteration % self.cfg.collect_every == 0:
             self.collect()
-        z0, target = self.training_batch()
-        loss = self.unrolled_loss(z0, target)
+        if self.cfg.method == "coordinate":
+            loss = self.coordinate_loss()
+            scale = 1.0
+        else:
+            z0, target = self.training_batch()
+            loss = self.unrolled_loss(z0, target)
+            scale = self.cfg.unroll + 1
         if not torch.isfinite(loss):
             raise FloatingPointError(f"unrolled loss is {loss.item()} at iteration {self.iteration}; lower lr_z")
         self.opt.zero_grad(set_to_none=True)
@@ -131,7 +169,19 @@ class ThetaTrainer:
             torch.nn.utils.clip_grad_norm_(self.theta.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.iteration += 1
-        return loss.item() / (self.cfg.unroll + 1)
+        return loss.item() / scale
+
+    def heldout_loss(self) -> float:
+        """Mean held-out loss after ``eval_budget`` steps in Z (the same starts every time)."""
+        cfg = self.cfg
+        target = target_to(self.problem.heldout(cfg.eval_n), self.device)
+        z0 = self.space.init(target_len(target), torch.Generator().manual_seed(cfg.seed + 12345), self.device)
+        self.theta.requires_grad_(False)
+        try:
+            res = self.space.descend(target, z0, cfg.eval_budget, cfg.lr_z, cfg.rule)
+        finally:
+            self.theta.requires_grad_(True)
+        return float(res.losses[-1].mean())
 
     # -- the loop ------------------------------------------------------------------------
     def train(self, checkpoint: str | Path | None = None, progress: bool = True) -> list[dict]:
@@ -140,9 +190,16 @@ class ThetaTrainer:
             t0 = time.perf_counter()
             loss = self.step()
             self.elapsed += time.perf_counter() - t0
-            self.history.append({"iteration": self.iteration, "loss": loss})
+            record = {"iteration": self.iteration, "loss": loss, "elapsed_s": self.elapsed}
+            if self.cfg.eval_every and self.iteration % self.cfg.eval_every == 0:
+                record[f"heldout_loss_k{self.cfg.eval_budget}"] = self.heldout_loss()
+                self.last_eval = record[f"heldout_loss_k{self.cfg.eval_budget}"]
+            self.history.append(record)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4g}", buffer=len(self.buffer))
+            postfix = {"loss": f"{loss:.4g}", "buffer": len(self.buffer)}
+            if getattr(self, "last_eval", None) is not None:
+                postfix[f"heldout@K={self.cfg.eval_budget}"] = f"{self.last_eval:.4g}"
+            bar.set_postfix(postfix)
             if checkpoint and (self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations):
                 self.save(checkpoint)
         bar.close()
@@ -165,7 +222,9 @@ class ThetaTrainer:
         state = load_checkpoint(path)
         saved = state["train_config"]
         mine = asdict(self.cfg)
-        differs = {k for k in mine if k not in ("iterations", "checkpoint_every") and saved.get(k) != mine[k]}
+        defaults = asdict(TrainConfig())   # a key the checkpoint predates had its default
+        same_anyway = ("iterations", "checkpoint_every", "eval_every")
+        differs = {k for k in mine if k not in same_anyway and saved.get(k, defaults[k]) != mine[k]}
         if differs:
             raise CheckpointError(f"checkpoint {path} was trained with a different config ({', '.join(sorted(differs))}); "
                                   f"start a new checkpoint or use the same settings")
@@ -179,14 +238,16 @@ class ThetaTrainer:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    return load_tensors(path, CheckpointError, "theta checkpoint", "train one with `landscape train-theta`")
+    return load_tensors(path, CheckpointError, "theta checkpoint", "train one with `landscape train-theta`",
+                        keys=("theta", "theta_config", "train_config"))
 
 
 def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     """theta in eval mode (parameters frozen) and the training config it was saved with."""
     state = load_checkpoint(path)
     tc = state["theta_config"]
-    theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"))
+    theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
+                  tc.get("activation", "gelu"))
     theta.load_state_dict(state["theta"])
     for p in theta.parameters():
         p.requires_grad_(False)

@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 
 from landscape.config import dump_config
+from landscape.errors import LandscapeError
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("landscape", "defense", "attacks", "ray_jobs", "tasks", "landscape_cli", "configs", "checkpoints")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
-class SubmitError(RuntimeError):
+class SubmitError(LandscapeError, RuntimeError):
     pass
 
 

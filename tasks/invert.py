@@ -8,10 +8,9 @@ import torch
 
 from landscape.compare import compare_spaces
 from landscape.config import dump_config
-from landscape.io import atomic_write, atomic_write_text
+from landscape.io import atomic_write, atomic_write_text, resolve_path
 from landscape.trainer import load_theta
-
-from .registry import TASK_ANALYSES, build_task
+from tasks.registry import build_task, get_task
 
 
 def candidates(spec: dict) -> list[tuple]:
@@ -48,7 +47,7 @@ def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.Dat
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     problem = build_task(task, cfg)
-    theta, train_cfg = load_theta(cfg["theta"]["weights"])
+    theta, train_cfg = load_theta(resolve_path(cfg["theta"]["weights"]))
     inv = cfg["invert"]
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
     tune_targets = problem.sample_targets(int(inv["n_tune"]), gen)
@@ -63,7 +62,7 @@ def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.Dat
     atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
     main_metric = inv["plot_metric"]
     plot_metric_vs_budget(summary, main_metric, out / f"{main_metric}_vs_budget.png", f"{task}: {main_metric} vs K")
-    analyses = TASK_ANALYSES.get(task)
+    analyses = get_task(task).analyses
     if analyses is not None and cfg["analyses"]["run"]:
         analyses(problem, theta, summary, cfg, out, log=print if progress else (lambda *_: None))
     return summary

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from _util import TINYNET_SOURCE, accuracy, import_file, make_synthetic, shared_root, train_tiny
 
 # The tests run tiny models, for which one thread is fastest; with torch's default of one thread

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
-
 from _util import accuracy
+
 from attacks import ATTACKS, NO_ATTACK, AttackError, attack_names, get_attack
 from attacks.base import BoundAttack, perturbation_norm
 

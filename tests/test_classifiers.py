@@ -1,14 +1,22 @@
-"""defense.classifiers: the CIFAR ResNets, checkpoints, user models, RobustBench, errors."""
+"""cifar10.classifiers: the CIFAR ResNets, checkpoints, user models, RobustBench, errors."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn as nn
-
 from _util import LOSSLESS_NPZ, RESNET_FILES, TINYNET_SOURCE, accuracy
-from defense.classifiers import (CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, CifarResNet, ModelError, Normalized,
-                                 build_classifier, cifar_resnet, extract_state_dict)
-from defense.data import load_cifar10
+
+from cifar10.classifiers import (
+    CIFAR_RESNET_MEAN,
+    CIFAR_RESNET_STD,
+    CifarResNet,
+    ModelError,
+    Normalized,
+    build_classifier,
+    cifar_resnet,
+    extract_state_dict,
+)
+from cifar10.data import load_cifar10
 
 PARAMS = {"resnet20": 0.27e6, "resnet32": 0.46e6, "resnet44": 0.66e6, "resnet56": 0.85e6}
 
@@ -227,7 +235,7 @@ def test_shared_robust_model_loads_as_file_class(shared):
 # ----------------------------------------------------------------------------- RobustBench
 
 def test_import_robustbench_gives_load_model():
-    from defense.robustbench_compat import import_robustbench
+    from cifar10.robustbench_compat import import_robustbench
 
     rb = import_robustbench()
     assert rb.__name__ == "robustbench"

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from _util import LOSSLESS_NPZ, RESNET_FILES, landscape_command, subprocess_env
-from defense.evaluate import RESULT_COLUMNS
+
+from evaluator.results import RESULT_COLUMNS
 from landscape_cli.main import main
 
 OUTPUTS = ("results.csv", "results.parquet", "per_image.parquet", "config.yaml", "versions.json")
@@ -168,7 +168,7 @@ def test_batch_size_is_part_of_the_experiment(tiny, tmp_path, capsys):
     assert rc == 2 and "different config" in err and "eval.batch_size" in err
 
 def test_format_table(tiny_run):
-    from defense.results import format_table
+    from evaluator.results import format_table
 
     res = pd.read_csv(tiny_run / "results.csv")
     text = format_table(res)

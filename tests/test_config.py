@@ -5,10 +5,10 @@ import copy
 
 import pytest
 import yaml
-
 from _util import REPO
+
+from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS
 from landscape.config import ConfigError, load_config, overrides_to_dict, parse_number, parse_value
-from landscape_cli.defaults import EVAL_DEFAULTS, OPEN_SECTIONS
 
 SCHEMA = {
     "seed": 0,

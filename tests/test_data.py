@@ -1,4 +1,4 @@
-"""defense.data: the three CIFAR-10 formats, subset selection, and the errors when data is missing."""
+"""cifar10.data: the three CIFAR-10 formats, subset selection, and the errors when data is missing."""
 from __future__ import annotations
 
 import hashlib
@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from _util import LOSSLESS_NPZ
 from PIL import Image
 
-from _util import LOSSLESS_NPZ
-from defense.data import CLASSES, DataError, ImageSet, load_cifar10, resolve_root, select_subset
+from cifar10.data import CLASSES, DataError, ImageSet, load_cifar10, resolve_root, select_subset
 
 PER_CLASS = 3
 

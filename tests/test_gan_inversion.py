@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 import torch
 
-from defense.generator import Generator, load_generator, save_generator, train_gan
-from landscape_cli.main import main
-from tasks.gan_inversion import GanInversion, center_mask, psnr
+from cifar10.generator import Generator, load_generator, save_generator, train_gan
 from landscape.problem import ProblemError
+from landscape_cli.main import main
+from tasks.gan.problem import GanInversion, center_mask, psnr
 
 
 def tiny_npz(path, n=40, seed=0):
@@ -75,7 +75,13 @@ def test_train_theta_and_invert_end_to_end(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["space"]) == {"X", "Z"} and set(summary["budget"]) == {1, 3}
     assert set(summary["metric"]) == {"mse", "psnr"}
-    assert (summary["ci_low"] <= summary["mean"]).all()
+    assert ((summary["ci_low"] < summary["mean"]) & (summary["mean"] < summary["ci_high"])).all()
+    mse = summary[summary.metric == "mse"].set_index(["space", "budget"])["mean"]
+    psnr = summary[summary.metric == "psnr"].set_index(["space", "budget"])["mean"]
+    assert mse[("X", 3)] < mse[("X", 1)]                          # more steps, lower error
+    # mean PSNR >= PSNR of the mean MSE (Jensen: -log is convex), and not far above it for 8 similar images
+    for key in mse.index:
+        assert 10 * np.log10(1 / mse[key]) <= psnr[key] + 1e-9 <= 10 * np.log10(1 / mse[key]) + 3
     for name in ("mse_vs_budget.png", "ood.csv", "masked.csv", "masked_grid.png", "landscape_slices.png"):
         assert (out / name).is_file(), name
     ood = pd.read_csv(out / "ood.csv")

@@ -4,8 +4,19 @@ import copy
 import pytest
 import torch
 
-from landscape import (CheckpointError, DescentError, InversionProblem, ProblemError, ReplayBuffer, ThetaTrainer,
-                       TrainConfig, descend, load_theta, tune_step_size, z_init)
+from landscape import (
+    CheckpointError,
+    DescentError,
+    InversionProblem,
+    ProblemError,
+    ReplayBuffer,
+    Space,
+    ThetaTrainer,
+    TrainConfig,
+    descend,
+    load_theta,
+    tune_step_size,
+)
 from landscape.compare import compare_spaces, steps_to_reach
 
 
@@ -52,8 +63,9 @@ def test_theta_beats_tuned_descent_in_x_at_small_k(trained):
         x0 = problem.init(len(y), torch.Generator().manual_seed(1))
         lr, _ = tune_step_size(lambda lr: descend(obj, x0, k, lr).losses[-1], [1e-3, 3e-3, 1e-2, 3e-2, 0.1])
         loss_x = descend(obj, x0, k, lr).losses[-1].mean()
-        z0 = z_init(trainer.theta, len(y), torch.Generator().manual_seed(1))
-        loss_z = descend(obj, z0, k, trainer.cfg.lr_z, theta=trainer.theta).losses[-1].mean()
+        learned = Space(problem, trainer.theta)
+        z0 = learned.init(len(y), torch.Generator().manual_seed(1))
+        loss_z = learned.descend(y, z0, k, trainer.cfg.lr_z).losses[-1].mean()
         assert loss_z < 0.7 * loss_x, (k, float(loss_x), float(loss_z))
 
 

@@ -1,4 +1,4 @@
-"""Motion capture reading (ASF/AMC/BVH), forward kinematics and the CMU pose split (tasks/mocap)."""
+"""Motion capture reading (ASF/AMC/BVH), forward kinematics and the CMU pose split (tasks/pose/mocap)."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,32 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.mocap import (BVH_JOINTS17_CMU, CMU_POINT_NAMES, JOINT_NAMES_17, JOINT_PARENTS_17, JOINTS17_ASF,
-                         MocapError, bvh_forward_kinematics, bvh_to_joints17, euler_to_matrix, fk_from_rotations,
-                         forward_kinematics, joint17_parents, joints17, load_split, matrix_to_rot6d, mocap_root,
-                         parse_asf, parse_bvh, read_amc, read_asf, read_bvh, read_index, rest_pose,
-                         rot6d_to_matrix)
+from tasks.pose.mocap import (
+    BVH_JOINTS17_CMU,
+    CMU_POINT_NAMES,
+    JOINT_NAMES_17,
+    JOINT_PARENTS_17,
+    JOINTS17_ASF,
+    MocapError,
+    bvh_forward_kinematics,
+    bvh_to_joints17,
+    euler_to_matrix,
+    fk_from_rotations,
+    forward_kinematics,
+    joint17_parents,
+    joints17,
+    load_split,
+    matrix_to_rot6d,
+    mocap_root,
+    parse_asf,
+    parse_bvh,
+    read_amc,
+    read_asf,
+    read_bvh,
+    read_index,
+    rest_pose,
+    rot6d_to_matrix,
+)
 
 U = 25.4 / 0.45          # mm per CMU length unit
 

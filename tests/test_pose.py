@@ -11,14 +11,28 @@ import torch
 from landscape.descent import descend
 from landscape.problem import ProblemError
 from landscape_cli.main import main
-from tasks.mocap import JOINT_NAMES_17, JOINT_PARENTS_17
-from tasks.pose_camera import (look_at, place, place_and_project, project, sample_cameras, solve_translation, to_camera,
-                               weak_perspective_depth)
-from tasks.pose_generator import (GeneratorError, PoseVAE, load_pose_generator, reference_skeleton_state,
-                                  save_pose_generator, skeleton_from_state)
-from tasks.pose_inversion import PoseInversion, make_targets, random_visibility
-from tasks.pose_io import COCO17, KeypointError, read_keypoints, write_keypoints
-from tasks.pose_metrics import mpjpe, pa_mpjpe, procrustes_align
+from tasks.pose.camera import (
+    look_at,
+    place,
+    place_and_project,
+    project,
+    sample_cameras,
+    solve_translation,
+    to_camera,
+    weak_perspective_depth,
+)
+from tasks.pose.generator import (
+    GeneratorError,
+    PoseVAE,
+    load_pose_generator,
+    reference_skeleton_state,
+    save_pose_generator,
+    skeleton_from_state,
+)
+from tasks.pose.keypoints import COCO17, KeypointError, read_keypoints, write_keypoints
+from tasks.pose.metrics import mpjpe, pa_mpjpe, procrustes_align
+from tasks.pose.mocap import JOINT_NAMES_17, JOINT_PARENTS_17
+from tasks.pose.problem import PoseInversion, make_targets, random_visibility
 
 MOCAP = "data/mocap-cmu/index.csv"
 
@@ -173,7 +187,7 @@ def test_generator_outputs_keep_bone_lengths(vae, tmp_path):
 
 
 def test_reference_skeleton_from_real_skeletons(shared):
-    from tasks.mocap import read_asf
+    from tasks.pose.mocap import read_asf
 
     root = shared("data/mocap-cmu")
     sks = {s: read_asf(root / s / f"{s}.asf") for s in ("02", "05")}

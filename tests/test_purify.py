@@ -146,8 +146,8 @@ def test_budget_zero_keeps_attacks_running():
 
 
 def test_generator_given_as_module_class_loads_and_purifies(tmp_path):
+    from cifar10.classifiers import ModelError
     from defense.defenses import DefenseFactory
-    from defense.classifiers import ModelError
 
     (tmp_path / "mygen.py").write_text(
         "import torch, torch.nn as nn\n"
@@ -167,13 +167,21 @@ def test_generator_given_as_module_class_loads_and_purifies(tmp_path):
     cfg = {"restarts": 2, "step_sizes": None,
            "generator": {"name": f"{tmp_path / 'mygen.py'}:Gen", "weights": str(tmp_path / "gen.pt"),
                          "kwargs": {"latent_dim": 6}}}
-    purifier = DefenseFactory(cfg, torch.device("cpu")).purifier("purify-x", 3)
-    assert purifier.latent_dim == 6
-    out = purifier(torch.rand(4, 3, 32, 32))
+    purifier = DefenseFactory(cfg, torch.device("cpu"), None, ["purify-x"]).purifier("purify-x", 3)
+    assert purifier.problem.latent_shape == (6,)
+    with torch.no_grad():    # images the plugged-in generator can make
+        x = purifier.problem.G(torch.randn(4, 6, generator=torch.Generator().manual_seed(0)))
+    no_steps = DefenseFactory(cfg, torch.device("cpu"), None, ["purify-x"]).purifier("purify-x", 0)
+    torch.manual_seed(1)
+    out = purifier(x)
+    torch.manual_seed(1)                                   # the same random starts, no steps
+    start = no_steps(x)
     assert out.shape == (4, 3, 32, 32) and 0 <= out.min() and out.max() <= 1
+    # three steps of the plugged-in generator's inversion bring its image closer to the input
+    assert (((out - x) ** 2).flatten(1).mean(1) < ((start - x) ** 2).flatten(1).mean(1)).all()
     bad = dict(cfg, generator={"name": f"{tmp_path / 'mygen.py'}:NoLatent", "weights": None, "kwargs": {}})
     with pytest.raises(ModelError, match="latent_dim"):
-        DefenseFactory(bad, torch.device("cpu")).purifier("purify-x", 3)
+        DefenseFactory(bad, torch.device("cpu"), None, ["purify-x"]).purifier("purify-x", 3)
 
 
 def test_purifier_aware_finetuning_improves_accuracy_on_purified_images():

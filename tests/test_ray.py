@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from landscape_cli.main import main
 
@@ -45,9 +44,16 @@ class Slow(nn.Module):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray")
     rng = np.random.default_rng(0)
-    np.savez(root / "data.npz", images=(rng.random((48, 32, 32, 3)) * 255).astype(np.uint8),
-             labels=rng.integers(0, 10, 48))
+    images = (rng.random((48, 32, 32, 3)) * 255).astype(np.uint8)
     (root / "slow_model.py").write_text(MODEL_SRC)
+    # Labels are the model's own predictions, so clean accuracy is 100% and the small attacks of
+    # args_for leave an attacked accuracy strictly between 0 and 1: the comparisons check real work.
+    namespace: dict = {}
+    exec(MODEL_SRC, namespace)
+    import torch
+    with torch.no_grad():
+        logits = namespace["Slow"]()(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    np.savez(root / "data.npz", images=images, labels=logits.argmax(1).numpy())
     return root
 
 
@@ -55,6 +61,7 @@ def args_for(root, out, *extra, delay=0.0, crash=""):
     return ["eval", "--quiet", "--out", str(out), f"data.root={root / 'data.npz'}",
             f"model.name={root / 'slow_model.py'}:Slow", f"model.kwargs={{delay: {delay}, crash_flag: '{crash}'}}",
             "data.n_examples=48", "eval.batch_size=8", "attacks=[none,fgsm,pgd]", "attack_params.pgd.steps=3",
+            "eps.Linf=1/255",
             "seed=3", *extra]
 
 
@@ -75,6 +82,8 @@ def reference(setup):
 
 
 def test_same_table_with_one_and_two_workers(setup, reference):
+    attacked = reference[reference["attack"] != "none"]["accuracy"]
+    assert ((attacked > 0) & (attacked < 1)).all(), reference[["attack", "accuracy"]]
     for n in (1, 2):
         out = setup / f"ray{n}"
         assert main(args_for(setup, out, f"ray.num_workers={n}")) == 0
@@ -175,3 +184,22 @@ def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, refe
     pd.testing.assert_frame_equal(table(out), reference)
     per = pd.read_parquet(out / "per_image.parquet")
     assert len(per) == 3 * 48 and not per.duplicated(["attack", "index"]).any()
+
+
+def test_the_runners_docstring_example_runs(setup, reference):
+    """The example in ray_jobs/runner.py, run as written, gives the in-process table."""
+    import doctest
+
+    import ray_jobs.runner
+    from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS
+    from landscape.config import load_config
+
+    argv = args_for(setup, setup / "unused")
+    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    cfg = load_config(EVAL_DEFAULTS, None, overrides, OPEN_SECTIONS)
+    test = doctest.DocTestParser().get_doctest(ray_jobs.runner.__doc__, {"cfg": cfg}, "runner", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test, clear_globs=False)
+    assert runner.failures == 0 and runner.tries == 4
+    got = test.globs["results"].drop(columns=["seconds"]).sort_values(["defense", "budget", "attack"])
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), reference, check_dtype=False)

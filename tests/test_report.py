@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from defense.report import ReportError, load_runs, sanity_checks, write_report
+from evaluator.report import ReportError, load_runs, sanity_checks, write_report
 from landscape.stats import wilson_interval
 
 

@@ -1,13 +1,19 @@
 """The reverse-attack purifier: its bound, its loss, its gradients, and the head's training."""
-import pytest
 import torch
 import torch.nn as nn
 
 from attacks.adaptive import BPDA, Defended
+from cifar10.ssl_head import (
+    ContrastiveHead,
+    SelfSupervised,
+    augment,
+    build_bank,
+    contrastive_loss,
+    load_head,
+    save_head,
+    train_head,
+)
 from defense.purifiers import ReversePurifier
-from defense.ssl_head import (ContrastiveHead, SelfSupervised, augment, build_bank, contrastive_loss, load_head,
-                              save_head, train_head)
-from landscape.descent import descend
 from landscape.theta import Theta
 
 
@@ -39,7 +45,7 @@ def test_bound_holds_at_every_step_in_x_and_z():
     x = structured_images(6)
     eps = 8 / 255
     p = ReversePurifier(ssl, budget=5, restarts=1, eps_rev=eps)
-    res = descend(lambda v: p.objective(v, x), p.start(x), 5, 0.05, "sign", project=p.project, keep_trajectory=True)
+    res = p.space.descend(x, p.space.init(len(x)), 5, 0.05, "sign", keep_trajectory=True)
     for v in res.trajectory:
         assert v.abs().max() <= eps + 1e-7
     out = p(x)
@@ -50,10 +56,9 @@ def test_bound_holds_at_every_step_in_x_and_z():
             blk.net[-1].weight.normal_()  # a non-trivial, large theta
         theta.head.weight.normal_()
     pz = ReversePurifier(ssl, budget=4, restarts=2, eps_rev=eps, steps=("adam", 0.5), theta=theta)
-    res = descend(lambda v: pz.objective(v, x.repeat_interleave(2, 0)), torch.randn(12, 16) * 10, 4, 0.5, "adam",
-                  theta=theta, keep_trajectory=True)
+    res = pz.space.descend(x.repeat_interleave(2, 0), torch.randn(12, 16) * 10, 4, 0.5, "adam", keep_trajectory=True)
     for z in res.trajectory:
-        assert pz.delta(theta(z)).abs().max() <= eps + 1e-7
+        assert pz.space.to_x(z).abs().max() <= eps + 1e-7
     assert ((pz(x) - x).abs().max() <= eps + 1e-6)
 
 

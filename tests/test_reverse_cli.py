@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import torch
 
-from defense.classifiers import build_classifier
-from defense.ssl_head import load_head
+from cifar10.classifiers import build_classifier
+from cifar10.ssl_head import load_head
 from landscape_cli.main import main
 
 
@@ -36,7 +36,15 @@ def test_reverse_commands_end_to_end(tiny, tmp_path):
         rows = res[res["defense"] == defense]
         assert set(rows["budget"]) == {0, 2}
         assert {"none", "fgsm+nonadaptive", "fgsm+bpda"} <= set(rows["attack"])
-        assert rows["accuracy"].between(0, 1).all() and (rows["n"] == 16).all()
+        assert (rows["n"] == 16).all() and (rows["correct"] == (rows["accuracy"] * 16).round()).all()
+        acc = rows.set_index(["budget", "attack"])["accuracy"]
+        clean = res[(res.defense == "none") & (res.attack == "none")]["accuracy"].item()
+        # an 8/255 reversal keeps the tiny model's clean accuracy (its images sit further than that from the boundary)
+        assert acc[(2, "none")] >= clean - 2 / 16
+        # FGSM at 0.08 still works through it (non-adaptively and with BPDA), and a suite is never above a member
+        assert acc[(2, "fgsm+nonadaptive")] < acc[(2, "none")] and acc[(2, "fgsm+bpda")] < acc[(2, "none")]
+        suite = rows[rows["attack"].str.startswith("suite[") & (rows["budget"] == 2)]["accuracy"].item()
+        assert suite <= min(acc[(2, "fgsm+nonadaptive")], acc[(2, "fgsm+bpda")])
 
     clf = tmp_path / "clf.pt"
     assert main(["train-classifier", "--on-purified", "--out", str(clf), *common, "purifier.defense=reverse-x",

@@ -8,7 +8,6 @@ import pytest
 from landscape.io import atomic_path, atomic_write, atomic_write_text
 from landscape.stats import Z95, mean_interval, wilson_interval
 
-
 # ----------------------------------------------------------------------------- Wilson interval
 
 def test_z95_is_the_normal_quantile():

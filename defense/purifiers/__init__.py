@@ -1,4 +1,4 @@
-"""Purifiers: an inner optimization per input, then the classifier sees its result."""
+"""Purifiers: an inversion problem per input, then the classifier sees its solution."""
 from .base import Purifier, PurifierError, resolve_step
 from .generator import GeneratorPurifier
 from .reverse import ReversePurifier

@@ -1,0 +1,119 @@
+"""The evaluation grid: every (model, defense, landscape, budget, attack) cell, checked once.
+
+:func:`build_units` checks every setting that needs no data or model (types, ranges, names) and
+returns the cells; the driver builds it once and the rest of a run works from it.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from attacks import NO_ATTACK, get_attack
+from attacks.adaptive import MODES
+from attacks.base import BoundAttack
+from defense.defenses import DEFENSES
+from landscape.errors import LandscapeError
+
+
+class EvalError(LandscapeError, ValueError):
+    """The evaluation config asks for something that does not exist."""
+
+
+def attack_steps(attack) -> int:
+    """Iterations of an attack (queries for Square, 1 for FGSM, 0 for none): for the report's sanity checks."""
+    if attack is None:
+        return 0
+    p = attack.params
+    return int(p.get("steps") or p.get("n_queries") or 1) * int(p.get("restarts", 1))
+
+
+def derive_seed(*parts) -> int:
+    """A stable 31-bit seed from the run seed and the identity of a piece of work."""
+    return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class Unit:
+    """One cell of the grid: a defended model at budget K under one attack in one adaptive mode."""
+
+    defense: str
+    landscape: str
+    budget: int
+    attack_name: str
+    attack: BoundAttack | None
+    mode: str | None = None
+
+
+def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is None and allow_none:
+        return None
+    if isinstance(node, bool) or not isinstance(node, int) or node < minimum:
+        raise EvalError(f"{key} must be a whole number >= {minimum}{' (or null)' if allow_none else ''}, got {node!r}")
+    return node
+
+
+def check_config(cfg: dict) -> None:
+    """Type and range checks of the plain settings, so bad values get a clear error, not a traceback."""
+    _whole(cfg, "seed", 0)
+    _whole(cfg, "threads", 0)
+    _whole(cfg, "eval.batch_size", 1)
+    shard = _whole(cfg, "eval.shard_size", 1, allow_none=True)
+    batch = cfg["eval"]["batch_size"]
+    if shard is not None and shard % batch:
+        raise EvalError(f"eval.shard_size ({shard}) must be a positive multiple of eval.batch_size "
+                        f"({batch}), so that batch seeds do not depend on the split")
+    _whole(cfg, "data.n_examples", 0, allow_none=True)
+    dev = cfg.get("device")
+    if dev not in (None, "", "auto", "cpu") and not (isinstance(dev, str) and (dev == "cuda" or dev.startswith("cuda:"))):
+        raise EvalError(f"device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+    params = cfg.get("attack_params") or {}
+    if not isinstance(params, dict) or any(not isinstance(v, (dict, type(None))) for v in params.values()):
+        raise EvalError(f"attack_params must map attack names to parameter mappings "
+                        f"(e.g. attack_params.pgd.steps=20), got {params!r}")
+    for key in ("defenses", "attacks"):
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, (list, str)):
+            raise EvalError(f"{key} must be a list such as [none, pgd], got {value!r}")
+
+
+def build_units(cfg: dict) -> list[Unit]:
+    check_config(cfg)
+    defenses = cfg.get("defenses") or ["none"]
+    for d in defenses:
+        if d not in DEFENSES:
+            raise EvalError(f"unknown defense {d!r}; valid choices: {', '.join(DEFENSES)}")
+    names = cfg.get("attacks") or [NO_ATTACK]
+    if isinstance(names, str):
+        names = [names]
+    if len(set(names)) != len(names):
+        raise EvalError(f"attacks lists a name twice: {names}")
+    params = cfg.get("attack_params") or {}
+    for key in params:
+        if key not in names:
+            get_attack(key, params[key], cfg.get("eps"))  # unknown names raise; known-but-unused are checked
+    attacks = {n: get_attack(n, params.get(n), cfg.get("eps")) for n in names}
+    dcfg = cfg.get("defense") or {}
+    budgets = dcfg.get("budgets", [0])
+    if not isinstance(budgets, list) or any(isinstance(k, bool) or not isinstance(k, int) for k in budgets):
+        raise EvalError(f"defense.budgets must be a list of whole numbers such as [0, 5, 20], got {budgets!r}")
+    if any(k < 0 for k in budgets):
+        raise EvalError(f"defense.budgets must be >= 0, got {budgets}")
+    modes = dcfg.get("modes") or ["nonadaptive"]
+    for m in modes:
+        if m not in MODES:
+            raise EvalError(f"unknown adaptive mode {m!r} in defense.modes; valid: {', '.join(MODES)}")
+    units = []
+    for d in defenses:
+        if d == "none":
+            units += [Unit(d, "none", 0, n, attacks[n]) for n in names]
+            continue
+        for k in budgets:
+            for n in names:
+                if attacks[n] is None:
+                    units.append(Unit(d, DEFENSES[d], k, n, None))
+                else:
+                    units += [Unit(d, DEFENSES[d], k, f"{n}+{m}", attacks[n], m) for m in modes]
+    return units

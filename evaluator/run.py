@@ -1,0 +1,219 @@
+"""Running the grid: the context every shard needs, the batch loop, and the driver.
+
+Work is done per image and kept per image (``per_image``), so a worst case over a suite of
+attacks counts an image as robust only if it survives them all, and later shards of the
+grid can be merged without changing the figures. Each batch's seed derives from the run
+seed and the batch's identity, so results do not depend on how the work is split.
+
+The driver builds one :class:`EvalContext` (images, classifier, and every purifier model the
+grid needs, loaded once) and ships it whole to the workers; a worker never opens a file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from attacks.adaptive import AdaptiveError, Defended, surrogate
+from cifar10.classifiers import build_classifier
+from cifar10.data import ImageSet, load_cifar10, select_subset
+from defense.defenses import DefenseFactory
+from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed
+from evaluator.results import results_from_records, write_results
+from evaluator.shards import ShardStore, check_same_config
+from landscape.config import dump_config
+from landscape.device import pick_device
+from landscape.io import atomic_write_text
+
+
+def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int, seed: int,
+                   device: torch.device, bar=None, purifier: nn.Module | None = None, draws: int = 1,
+                   max_gb: float = 4.0) -> torch.Tensor:
+    """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack.
+
+    Batch seeds derive from the image index at the start of each batch, so any split of the
+    images into batch-aligned pieces (shards, workers) gives the same answer. The batch size itself
+    is part of the experiment: attacks draw random starts per batch, so a different
+    ``eval.batch_size`` draws different ones (and a resumed run refuses a changed batch size).
+    """
+    out = torch.zeros(len(data), dtype=torch.bool)
+    deployed = model if purifier is None else Defended(model, purifier)
+    target = None
+    if unit.attack is not None:
+        target = surrogate(model, purifier, unit.mode or "nonadaptive", draws, max_gb,
+                           batch=data.images[:batch_size].to(device))
+    for start in range(0, len(data), batch_size):
+        x = data.images[start:start + batch_size].to(device)
+        y = data.labels[start:start + batch_size].to(device)
+        batch_seed = derive_seed(seed, unit.defense, unit.landscape, unit.budget, unit.attack_name,
+                                 int(data.indices[start]))
+        if unit.attack is not None:
+            x = unit.attack.run(target, x, y, batch_seed)
+        torch.manual_seed(batch_seed + 1)  # the deployed purifier's own random starts
+        with torch.no_grad():
+            out[start:start + len(y)] = (deployed(x).argmax(1) == y).cpu()
+        if bar is not None:
+            bar.update(len(y))
+    return out
+
+
+@dataclass
+class Shard:
+    """A range of images of one grid cell: the unit of work, of resume and of retries."""
+
+    unit: int
+    start: int
+    stop: int
+
+    @property
+    def key(self) -> str:
+        return f"u{self.unit:04d}-i{self.start:06d}"
+
+
+class EvalContext:
+    """Everything needed to run any shard: built once by the driver, shipped whole to workers."""
+
+    def __init__(self, cfg: dict, units: list, data: ImageSet, model: nn.Module, factory: DefenseFactory,
+                 device: torch.device):
+        self.cfg, self.units, self.data, self.model, self.factory, self.device = cfg, units, data, model, factory, device
+        self.seed = int(cfg.get("seed", 0))
+        self.batch_size = int(cfg["eval"]["batch_size"])
+        shard_size = int(cfg["eval"].get("shard_size") or self.batch_size)
+        if shard_size < 1 or shard_size % self.batch_size:
+            raise EvalError(f"eval.shard_size ({shard_size}) must be a positive multiple of eval.batch_size "
+                            f"({self.batch_size}), so that batch seeds do not depend on the split")
+        self.shard_size = shard_size
+        d = cfg.get("defense") or {}
+        self.draws, self.max_gb = int(d.get("eot_draws", 8)), float(d.get("unrolled_max_gb", 4.0))
+        self.model_name = str(cfg["model"]["name"])
+        self.skipped: list[dict] = []
+
+    @classmethod
+    def build(cls, cfg: dict, units: list | None = None) -> "EvalContext":
+        """Load the images, the classifier and every purifier model the grid needs (``units``: the grid,
+        if the caller built it already)."""
+        seed = int(cfg.get("seed", 0))
+        torch.manual_seed(seed)
+        units = build_units(cfg) if units is None else units  # check the grid before loading anything heavy
+        device = pick_device(cfg.get("device"))
+        d = cfg["data"]
+        data = select_subset(load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True))),
+                             d.get("n_examples"), seed, d.get("selection", "random"))
+        model = build_classifier(cfg["model"], download=bool(d.get("download", True))).to(device)
+        factory = DefenseFactory(cfg.get("defense") or {}, device, model, {u.defense for u in units})
+        ctx = cls(cfg, units, data, model, factory, device)
+        ctx.check_memory()
+        return ctx
+
+    def to(self, device) -> "EvalContext":
+        """Move the models to a worker's device (the driver builds everything on its own)."""
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device)
+        self.factory.to(self.device)
+        return self
+
+    def check_memory(self) -> None:
+        """Refuse, up front, the cells whose exact gradients would not fit the memory cap."""
+        ok = []
+        for i, unit in enumerate(self.units):
+            if unit.mode in ("unrolled", "eot") and unit.attack is not None:
+                purifier = self.factory.purifier(unit.defense, unit.budget)
+                try:
+                    surrogate(self.model, purifier, unit.mode, self.draws, self.max_gb,
+                              batch=self.data.images[: self.batch_size].to(self.device))
+                except AdaptiveError as exc:
+                    self.skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
+                                         "reason": str(exc)})
+                    continue
+            ok.append(i)
+        self.runnable = ok
+
+    def shards(self) -> list[Shard]:
+        n = len(self.data)
+        return [Shard(u, s, min(s + self.shard_size, n)) for u in self.runnable for s in range(0, n, self.shard_size)]
+
+    def run_shard(self, shard: Shard, bar=None) -> pd.DataFrame:
+        """Per-image records of one shard (with the shard's wall time spread over its images)."""
+        unit = self.units[shard.unit]
+        part = self.data.subset(torch.arange(shard.start, shard.stop))
+        purifier = self.factory.purifier(unit.defense, unit.budget)
+        t0 = time.perf_counter()
+        correct = attack_correct(self.model, unit, part, self.batch_size, self.seed, self.device, bar, purifier,
+                                 self.draws, self.max_gb)
+        seconds = time.perf_counter() - t0
+        return pd.DataFrame({"model": self.model_name, "defense": unit.defense, "landscape": unit.landscape,
+                             "budget": unit.budget, "attack": unit.attack_name, "index": part.indices.numpy(),
+                             "label": part.labels.numpy(), "correct": correct.numpy(), "shard": shard.key,
+                             "seconds": seconds / max(len(part), 1)})
+
+    def meta(self) -> pd.DataFrame:
+        return pd.DataFrame([{
+            "model": self.model_name, "defense": u.defense, "landscape": u.landscape, "budget": u.budget,
+            "attack": u.attack_name, "norm": u.attack.norm if u.attack else "none",
+            "eps": u.attack.eps if u.attack else 0.0, "data": self.data.source, "steps": attack_steps(u.attack),
+            "params": json.dumps(u.attack.params, sort_keys=True) if u.attack else "{}"} for u in self.units])
+
+
+def evaluate(cfg: dict, progress: bool = True, store=None, runner=None,
+             ctx: EvalContext | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the grid of ``cfg``; returns (results, per-image records).
+
+    ``store`` (a :class:`~evaluator.shards.ShardStore`) keeps each finished shard on disk and skips
+    the ones already there (resume). ``runner(ctx, shards, on_done, bar)`` runs shards elsewhere
+    (e.g. :class:`ray_jobs.runner.RayRunner`); by default they run here, one after the other.
+    ``ctx``: a context already built from ``cfg``.
+    """
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    ctx = EvalContext.build(cfg) if ctx is None else ctx
+    shards = ctx.shards()
+    done = store.done() if store is not None else set()
+    todo = [s for s in shards if s.key not in done]
+    collected = []
+
+    def on_done(shard: Shard, records: pd.DataFrame) -> None:
+        if store is not None:
+            store.write(shard.key, records)
+        else:
+            collected.append(records)
+
+    bar = tqdm(total=sum(s.stop - s.start for s in shards), initial=sum(s.stop - s.start for s in shards if s.key in done),
+               desc="evaluating", unit="img", disable=not progress)
+    for s in ctx.skipped:
+        bar.write(f"skipped {s['defense']} K={s['budget']} {s['attack']}: {s['reason']}")
+    if runner is None:
+        for shard in todo:
+            unit = ctx.units[shard.unit]
+            bar.set_postfix_str(f"{unit.defense}/K={unit.budget}/{unit.attack_name}")
+            on_done(shard, ctx.run_shard(shard, bar))
+    else:
+        runner(ctx, todo, on_done, bar)
+    bar.close()
+    if store is not None:
+        per_image = store.read([s.key for s in shards])
+    else:
+        per_image = pd.concat(collected, ignore_index=True) if collected else pd.DataFrame()
+    if per_image.empty:
+        raise EvalError("nothing was evaluated (every cell was skipped)")
+    return results_from_records(per_image, ctx.meta(), ctx.skipped)
+
+
+def run_to_folder(cfg: dict, out: str | Path, progress: bool = True, runner=None) -> tuple[pd.DataFrame, Path]:
+    """``landscape eval``: check everything, load everything, then write into ``out`` (resuming what is there).
+
+    Nothing is written before the grid is checked and the images and models are loaded, so a run that
+    fails on a bad setting, a missing data folder or a bad checkpoint leaves no folder behind."""
+    out = Path(out)
+    units = build_units(cfg)
+    check_same_config(out, cfg)
+    ctx = EvalContext.build(cfg, units)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    results, per_image = evaluate(cfg, progress=progress, store=ShardStore(out), runner=runner, ctx=ctx)
+    return results, write_results(out, results, per_image)

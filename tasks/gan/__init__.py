@@ -1,0 +1,46 @@
+"""GAN inversion on CIFAR-10 (task ``gan-cifar10``); the generator purifier is this problem with the
+input image as its target."""
+from tasks.task import Task
+
+
+def build(cfg: dict):
+    from cifar10.data import load_cifar10, select_subset
+    from cifar10.generator import build_generator
+    from landscape.io import resolve_path
+    from tasks.gan.problem import GanInversion
+    from tasks.registry import heldout_order
+
+    d = cfg["data"]
+    g = dict(cfg["generator"])
+    if g.get("weights"):
+        g["weights"] = str(resolve_path(g["weights"]))
+    G = build_generator(g)
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    return GanInversion(G, train.images, test.images[heldout_order(len(test), cfg["seed"])])
+
+
+def analyses(*args, **kwargs):
+    from tasks.gan.analyses import run_all
+
+    return run_all(*args, **kwargs)
+
+
+TASK = Task(
+    name="gan-cifar10", build=build, analyses=analyses,
+    defaults={
+        "data": {"root": None, "n_train": 10000, "n_heldout": 500, "download": True},
+        "generator": {"name": "dcgan", "weights": "checkpoints/dcgan-cifar10.pt", "kwargs": {}},
+    },
+    theta={"iterations": 800, "batch_size": 32, "unroll": 5, "lr_z": 30.0, "rule": "sgd", "theta_lr": 1e-3,
+           "z_dim": None, "width": 256, "depth": 2, "skip": "linear", "buffer_size": 4096, "buffer_fraction": 0.5,
+           "collect_every": 10, "collect_steps": 20, "grad_clip": 10.0, "checkpoint_every": 50},
+    invert={
+        "theta": {"weights": "checkpoints/theta-gan-cifar10.pt"},
+        "invert": {"budgets": [1, 2, 5, 10, 20, 50, 100, 200], "n_images": 200, "n_tune": 64, "batch_size": 200,
+                   "x_search": {"sgd": [10, 30, 100, 300], "adam": [0.03, 0.1, 0.3]},
+                   "z_search": {"sgd": [10, 20, 30, 60]}, "plot_metric": "mse"},
+        "analyses": {"run": ["ood", "masked", "landscape"], "n_images": 100, "n_masked": 32, "hypotheses": 4,
+                     "encoder_iterations": 1500},
+    },
+)

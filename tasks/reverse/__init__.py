@@ -1,0 +1,40 @@
+"""The self-supervised reverse attack as an inversion problem (task ``reverse-cifar10``); the reverse
+purifier is this problem with the input image as its target."""
+from tasks.task import Task
+
+
+def build(cfg: dict):
+    from cifar10.classifiers import build_classifier
+    from cifar10.data import load_cifar10, select_subset
+    from cifar10.ssl_head import SelfSupervised, load_head
+    from landscape.config import parse_number
+    from landscape.io import resolve_path
+    from tasks.registry import heldout_order
+    from tasks.reverse.problem import ReverseAttackProblem, fgsm_images
+
+    d = cfg["data"]
+    classifier = build_classifier(cfg["model"], download=bool(d["download"]))
+    ssl = SelfSupervised(classifier, load_head(resolve_path(cfg["ssl_head"])))
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    attacked = fgsm_images(classifier, train.images, train.labels) if cfg.get("attacked_targets", True) else None
+    return ReverseAttackProblem(ssl, parse_number(cfg["eps_rev"], name="eps_rev"), train.images,
+                                test.images[heldout_order(len(test), cfg["seed"])], attacked)
+
+
+TASK = Task(
+    name="reverse-cifar10", build=build,
+    defaults={
+        "data": {"root": None, "n_train": 5000, "n_heldout": 500, "download": True},
+        "model": {"name": "resnet20", "weights": None, "kwargs": {}, "mean": None, "std": None, "strict": True,
+                  "model_dir": None, "threat_model": "Linf"},
+        "ssl_head": "checkpoints/ssl-head-resnet20.pt",
+        "eps_rev": "8/255",
+        "attacked_targets": True,
+    },
+    # z = an image-sized perturbation (3072 numbers) with a fixed identity skip (theta 7.4 MB); Adam in Z.
+    # Sign steps, SGD (lr_z 100) and a 256-dim z were tried too: none learned (checkpoints/theta-reverse-cifar10.md).
+    theta={"iterations": 400, "batch_size": 16, "unroll": 5, "lr_z": 0.2, "rule": "adam", "theta_lr": 1e-4,
+           "z_dim": None, "width": 256, "depth": 2, "skip": "identity", "buffer_size": 1024, "buffer_fraction": 0.5,
+           "collect_every": 10, "collect_steps": 10, "grad_clip": 10.0, "checkpoint_every": 25},
+)
