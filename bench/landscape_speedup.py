@@ -50,7 +50,7 @@ def main():
     budgets = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 200]
     tune = problem.sample_targets(args.n_tune, torch.Generator().manual_seed(1))
     if args.steps == "full":
-        x_cand, z_cand = candidates(inv["x_search"]), candidates(inv["z_search"])
+        x_cand = z_cand = candidates(inv["search"])
     else:
         from defense.defenses import load_step_table
 

@@ -105,8 +105,8 @@ def main():
           f"theta {args.theta} ({tcfg['rule']} lr_z={tcfg['lr_z']:g}, {tcfg['iterations']} iterations)")
     for metric, unit in (("mpjpe", "mm"), ("err2d", "px")):
         t0 = time.perf_counter()
-        _, summary = compare_spaces(problem, theta, heldout, tune, BUDGETS, candidates(inv["x_search"]),
-                                    candidates(inv["z_search"]), seed=0, batch_size=args.n, metric=metric)
+        _, summary = compare_spaces(problem, theta, heldout, tune, BUDGETS, candidates(inv["search"]),
+                                    candidates(inv["search"]), seed=0, batch_size=args.n, metric=metric)
         reached = report(summary, metric, unit)
         if reached:
             k, sx, sz = reached

@@ -50,34 +50,40 @@ def tune(space: Space, target: Target, start: torch.Tensor, budgets: Sequence[in
     return {k: min(s, key=s.get) for k, s in scores.items()}
 
 
+def solve_space(space: Space, heldout: Target, tune_targets: Target, budgets: Sequence[int],
+                candidates: Sequence[tuple], seed: int = 0, batch_size: int = 256, metric: str | None = None,
+                progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One space: tune (rule, lr) per K on ``tune_targets``, then per-example metrics on ``heldout``."""
+    budgets = sorted(int(k) for k in budgets)
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  same starts for every candidate
+    if progress:
+        progress(f"tuning {space.name} over {len(candidates)} step rules/sizes")
+    chosen = tune(space, tune_targets, space.init(target_len(tune_targets), gen()), budgets, candidates, batch_size,
+                  metric)
+    start = space.init(target_len(heldout), gen())
+    rows = []
+    for (rule, lr) in sorted(set(chosen.values())):
+        ks = [k for k in budgets if chosen[k] == (rule, lr)]
+        if progress:
+            progress(f"{space.name}: {rule} lr={lr:g} for K in {ks}")
+        res, sec_per_step = _run_all_budgets(space, heldout, start, ks, rule, lr, batch_size)
+        for k in ks:
+            for name, vals in res[k].items():
+                for i, v in enumerate(vals.tolist()):
+                    rows.append((space.name, k, rule, lr, name, i, v, sec_per_step))
+    return pd.DataFrame(rows, columns=["space", "budget", "rule", "lr", "metric", "example", "value",
+                                       "seconds_per_step"])
+
+
 def compare_spaces(problem: InversionProblem, theta, heldout: Target, tune_targets: Target, budgets: Sequence[int],
                    x_candidates: Sequence[tuple], z_candidates: Sequence[tuple], seed: int = 0, batch_size: int = 256,
                    metric: str | None = None, progress: Callable[[str], None] | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-example metrics (long table) and a summary (mean and 95% interval per space, K, metric)."""
-    budgets = sorted(int(k) for k in budgets)
-    n, n_tune = target_len(heldout), target_len(tune_targets)
-    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  same starts for every candidate
     spaces = [(Space(problem), x_candidates)] + ([(Space(problem, theta), z_candidates)] if theta is not None else [])
-    rows = []
-    for space, candidates in spaces:
-        if progress:
-            progress(f"tuning {space.name} over {len(candidates)} step rules/sizes")
-        chosen = tune(space, tune_targets, space.init(n_tune, gen()), budgets, candidates, batch_size, metric)
-        start = space.init(n, gen())
-        for (rule, lr) in sorted(set(chosen.values())):
-            ks = [k for k in budgets if chosen[k] == (rule, lr)]
-            if progress:
-                progress(f"{space.name}: {rule} lr={lr:g} for K in {ks}")
-            res, sec_per_step = _run_all_budgets(space, heldout, start, ks, rule, lr, batch_size)
-            for k in ks:
-                for name, vals in res[k].items():
-                    for i, v in enumerate(vals.tolist()):
-                        rows.append((space.name, k, rule, lr, name, i, v, sec_per_step))
-    per_example = pd.DataFrame(rows, columns=["space", "budget", "rule", "lr", "metric", "example", "value",
-                                              "seconds_per_step"])
-    summary = summarize(per_example)
-    return per_example, summary
+    per_example = pd.concat([solve_space(space, heldout, tune_targets, budgets, candidates, seed, batch_size, metric,
+                                         progress) for space, candidates in spaces], ignore_index=True)
+    return per_example, summarize(per_example)
 
 
 def summarize(per_example: pd.DataFrame) -> pd.DataFrame:

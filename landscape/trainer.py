@@ -184,9 +184,11 @@ class ThetaTrainer:
         return float(res.losses[-1].mean())
 
     # -- the loop ------------------------------------------------------------------------
-    def train(self, checkpoint: str | Path | None = None, progress: bool = True) -> list[dict]:
+    def train(self, checkpoint: str | Path | None = None, progress: bool = True,
+              seconds: float | None = None) -> list[dict]:
+        """Train to ``cfg.iterations`` (or until ``seconds`` of training time, counting earlier runs, have passed)."""
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, desc="theta", disable=not progress)
-        while self.iteration < self.cfg.iterations:
+        while self.iteration < self.cfg.iterations and (seconds is None or self.elapsed < seconds):
             t0 = time.perf_counter()
             loss = self.step()
             self.elapsed += time.perf_counter() - t0
@@ -203,19 +205,24 @@ class ThetaTrainer:
             if checkpoint and (self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations):
                 self.save(checkpoint)
         bar.close()
+        if checkpoint and self.iteration % self.cfg.checkpoint_every and self.iteration != self.cfg.iterations:
+            self.save(checkpoint)   # stopped by the time budget between checkpoints
         return self.history
 
     # -- checkpoints ---------------------------------------------------------------------
-    def state_dict(self, with_buffer: bool = True) -> dict:
-        state = {"theta": self.theta.state_dict(), "theta_config": self.theta.config(), "train_config": asdict(self.cfg),
+    def state_dict(self, with_buffer: bool = True, dtype: torch.dtype | None = None) -> dict:
+        weights = self.theta.state_dict()
+        if dtype is not None:   # e.g. float16 for a small committed checkpoint; load_theta reads it back as float32
+            weights = {k: v.to(dtype) for k, v in weights.items()}
+        state = {"theta": weights, "theta_config": self.theta.config(), "train_config": asdict(self.cfg),
                  "iteration": self.iteration, "elapsed_s": self.elapsed, "history": self.history}
         if with_buffer:
             state.update(optimizer=self.opt.state_dict(), buffer=self.buffer.state_dict(),
                          rng=self.gen.get_state(), torch_rng=torch.get_rng_state())
         return state
 
-    def save(self, path: str | Path, with_buffer: bool = True) -> None:
-        state = self.state_dict(with_buffer)
+    def save(self, path: str | Path, with_buffer: bool = True, dtype: torch.dtype | None = None) -> None:
+        state = self.state_dict(with_buffer, dtype)
         atomic_write(path, lambda p: torch.save(state, p))
 
     def resume(self, path: str | Path) -> None:
@@ -248,7 +255,7 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     tc = state["theta_config"]
     theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
                   tc.get("activation", "gelu"))
-    theta.load_state_dict(state["theta"])
+    theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
     for p in theta.parameters():
         p.requires_grad_(False)
     return theta.to(device).eval(), state["train_config"]

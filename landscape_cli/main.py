@@ -102,7 +102,9 @@ def _task_config(args, command: str) -> dict:
 
     task = get_task(args.task)
     every_key = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("seed", "extra")}
-    section = {"theta": {"theta": {**every_key, **task.theta}}, "invert": task.invert}[command]
+    # save_dtype: float16 halves a committed theta (it is read back as float32)
+    section = {"theta": {"theta": {**every_key, **task.theta}, "save_dtype": "float32"},
+               "invert": task.invert}[command]
     if section is None:
         supported = [n for n, t in TASKS.items() if t.invert is not None]
         raise TaskError(f"`landscape {args.command}` has no settings for task {args.task!r}; it supports: "

@@ -54,7 +54,7 @@ def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.Dat
     heldout = problem.heldout(int(inv["n_images"]))
     log = print if progress else None
     per_example, summary = compare_spaces(problem, theta, heldout, tune_targets, inv["budgets"],
-                                          candidates(inv["x_search"]), candidates(inv["z_search"]),
+                                          candidates(inv["search"]), candidates(inv["search"]),
                                           seed=int(cfg["seed"]), batch_size=int(inv["batch_size"]), progress=log)
     summary.insert(0, "task", task)
     atomic_write(out / "per_example.parquet", lambda p: per_example.to_parquet(p, index=False))

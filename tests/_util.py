@@ -99,3 +99,14 @@ def train_tiny(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
 def accuracy(model, x, y) -> float:
     with torch.no_grad():
         return (model(x).argmax(1) == y).float().mean().item()
+
+
+def assert_matches_finite_differences(f, x, indices, rtol=1e-4, atol=1e-9, h=1e-6) -> None:
+    """autograd's gradient of the scalar ``f`` at ``x`` equals central differences at ``indices`` (float64)."""
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(f(xg), xg)
+    for idx in indices:
+        e = torch.zeros_like(x)
+        e[idx] = h
+        fd = (f(x + e) - f(x - e)) / (2 * h)
+        assert torch.isclose(g[idx], fd, rtol=rtol, atol=atol), (idx, float(g[idx]), float(fd))

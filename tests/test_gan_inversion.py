@@ -67,10 +67,12 @@ def test_train_theta_and_invert_end_to_end(tmp_path):
                  "theta.batch_size=8", "theta.unroll=2", "theta.width=16", "theta.collect_steps=3",
                  "theta.checkpoint_every=2", *common]) == 0
     assert (tmp_path / "theta" / "theta.pt").is_file()
+    curve = pd.read_csv(tmp_path / "theta" / "learning_curve.csv")
+    assert list(curve["iteration"]) == [1, 2, 3, 4] and (tmp_path / "theta" / "learning_curve.png").is_file()
     out = tmp_path / "inv"
     assert main(["invert", "--task", "gan-cifar10", "--out", str(out), f"theta.weights={tmp_path / 'theta' / 'theta.pt'}",
                  "invert.budgets=[1,3]", "invert.n_images=8", "invert.n_tune=4",
-                 "invert.x_search={sgd: [1, 10]}", "invert.z_search={sgd: [1]}", "analyses.n_images=4",
+                 "invert.search={sgd: [1, 10]}", "analyses.n_images=4",
                  "analyses.n_masked=2", "analyses.hypotheses=2", "analyses.encoder_iterations=2", *common]) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["space"]) == {"X", "Z"} and set(summary["budget"]) == {1, 3}
@@ -102,3 +104,12 @@ def test_invert_errors(tmp_path, capsys):
 def test_invert_refuses_a_task_it_has_no_settings_for(capsys):
     assert main(["invert", "--task", "reverse-cifar10"]) == 2
     assert "supports" in capsys.readouterr().err
+
+
+def test_x_and_z_are_tuned_over_the_same_candidates():
+    """The baseline gets the same tuning care as the learned space: one candidate set for both."""
+    from tasks.registry import TASKS
+
+    for task in TASKS.values():
+        if task.invert is not None:
+            assert set(task.invert["invert"]) >= {"search"} and not {"x_search", "z_search"} & set(task.invert["invert"])

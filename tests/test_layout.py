@@ -172,3 +172,16 @@ def test_a_checkpoint_of_the_wrong_kind_is_named_not_a_keyerror(tmp_path):
     save_generator(tmp_path / "g.pt", Generator(latent_dim=8, width=4))
     with pytest.raises(LandscapeError, match="is not a theta checkpoint"):
         load_theta(tmp_path / "g.pt")
+
+
+def test_the_jobs_command_does_not_load_torch():
+    """`landscape jobs` talks to a cluster; it must not pay for importing torch (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom landscape_cli.main import main\n"
+            "rc = main(['jobs', 'status', 'x', '--address', 'http://127.0.0.1:1'])\n"
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["2", "False"], (out.stdout, out.stderr[-500:])
+    assert "cannot reach the Ray dashboard" in out.stderr

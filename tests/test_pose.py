@@ -367,7 +367,7 @@ def test_train_generator_theta_and_invert_end_to_end(shared, tmp_path):
     out = tmp_path / "inv"
     assert main(["invert", "--task", "pose-cmu", "--out", str(out), gen,
                  f"theta.weights={tmp_path / 'theta' / 'theta.pt'}", "invert.budgets=[1,3]", "invert.n_images=12",
-                 "invert.n_tune=6", "invert.x_search={sgd: [0.1], adam: [0.1]}", "invert.z_search={adam: [0.1]}",
+                 "invert.n_tune=6", "invert.search={sgd: [0.1], adam: [0.1]}",
                  "analyses.n_images=6", "analyses.hypotheses=2", "analyses.clip_frames=3", "analyses.clip_every=20",
                  "analyses.baseline_iterations=3", "analyses.baseline_width=16", "analyses.action_steps=4",
                  "analyses.figure_budgets=[1,3]", *common]) == 0

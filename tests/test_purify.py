@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn as nn
+from _util import assert_matches_finite_differences
 
 from attacks.adaptive import BPDA, EOT, AdaptiveError, Defended, surrogate, unrolled_bytes
 from defense.purifiers import GeneratorPurifier, PurifierError, resolve_step
@@ -77,14 +78,7 @@ def test_unrolled_gradients_match_finite_differences():
         torch.manual_seed(3)  # the same random start every time
         return model(inp)[0, 1]
 
-    xg = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(xg), xg)
-    h = 1e-6
-    for idx in [(0, 0, 0, 0), (0, 1, 2, 3), (0, 2, 3, 1)]:
-        e = torch.zeros_like(x)
-        e[idx] = h
-        fd = (f(x + e) - f(x - e)) / (2 * h)
-        assert torch.isclose(g[idx], fd, rtol=1e-4, atol=1e-8), idx
+    assert_matches_finite_differences(f, x, [(0, 0, 0, 0), (0, 1, 2, 3), (0, 2, 3, 1)], atol=1e-8)
 
 
 def test_eot_averages_over_the_stated_number_of_draws():

@@ -1,6 +1,7 @@
 """The reverse-attack purifier: its bound, its loss, its gradients, and the head's training."""
 import torch
 import torch.nn as nn
+from _util import assert_matches_finite_differences
 
 from attacks.adaptive import BPDA, Defended
 from cifar10.ssl_head import (
@@ -123,14 +124,7 @@ def test_bpda_and_unrolled_gradients_through_the_reverse_purifier():
         torch.manual_seed(7)  # same random start and augmentations every call
         return model(inp)[:, 1].sum()
 
-    xg = x.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(xg), xg)
-    h = 1e-6
-    for idx in [(0, 0, 5, 5), (1, 2, 10, 20), (2, 1, 31, 0)]:
-        e = torch.zeros_like(x)
-        e[idx] = h
-        fd = (f(x + e) - f(x - e)) / (2 * h)
-        assert torch.isclose(g[idx], fd, rtol=1e-4, atol=1e-9), (idx, float(g[idx]), float(fd))
+    assert_matches_finite_differences(f, x, [(0, 0, 5, 5), (1, 2, 10, 20), (2, 1, 31, 0)])
     p.differentiable = False
     xb = x.clone().requires_grad_(True)
     w = torch.randn_like(x)
