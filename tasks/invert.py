@@ -43,11 +43,21 @@ def plot_metric_vs_budget(summary: pd.DataFrame, metric: str, path: Path, title:
     plt.close(fig)
 
 
+def largest_budget_check(summary: pd.DataFrame, metric: str) -> str:
+    """Does the learned space keep what X reaches? Z's mean at the largest K against X's (lower is better)."""
+    k = int(summary["budget"].max())
+    at = summary[(summary.budget == k) & (summary.metric == metric)].set_index("space")["mean"]
+    if "Z" not in at:
+        return f"K={k}: X {metric} {at['X']:.4g} (no learned space)"
+    verdict = "not worse" if at["Z"] <= at["X"] else "WORSE: theta loses what X reaches"
+    return f"K={k}: Z {metric} {at['Z']:.4g} vs X {at['X']:.4g}: {verdict}"
+
+
 def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.DataFrame:
+    problem = build_task(task, cfg)            # data and models first: a bad path leaves no folder behind
+    theta, train_cfg = load_theta(resolve_path(cfg["theta"]["weights"]))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
-    problem = build_task(task, cfg)
-    theta, train_cfg = load_theta(resolve_path(cfg["theta"]["weights"]))
     inv = cfg["invert"]
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)
     tune_targets = problem.sample_targets(int(inv["n_tune"]), gen)
@@ -61,6 +71,8 @@ def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.Dat
     atomic_write(out / "summary.parquet", lambda p: summary.to_parquet(p, index=False))
     atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
     main_metric = inv["plot_metric"]
+    if log:
+        log(largest_budget_check(summary, main_metric))
     plot_metric_vs_budget(summary, main_metric, out / f"{main_metric}_vs_budget.png", f"{task}: {main_metric} vs K")
     analyses = get_task(task).analyses
     if analyses is not None and cfg["analyses"]["run"]:
