@@ -41,7 +41,9 @@ COORD = dict(method="coordinate", rule="adam", lr_z=0.1, theta_lr=1e-4, weight_d
              collect_batch=64, batch_size=64, buffer_size=20000, z_dim=128)
 VARIANTS = {
     "gan-cifar10": {
-        "unrolled w256 d2 T5 sgd (committed recipe)": {},
+        "unrolled w256 d2 T5 sgd (the earlier recipe)": dict(method="unrolled", batch_size=32, lr_z=30.0, rule="sgd",
+                                                             theta_lr=1e-3, z_dim=None, buffer_size=4096,
+                                                             collect_every=10, weight_decay=0.0),
         "coordinate w256 d2 T20 adam": dict(COORD, width=256, depth=2, collect_steps=20),
         "coordinate w768 d3 T20 adam": dict(COORD, width=768, depth=3, collect_steps=20),
         "coordinate w768 d3 T10 adam": dict(COORD, width=768, depth=3, collect_steps=10),
@@ -141,7 +143,7 @@ def main() -> None:
     atomic_write(out / "ablation.csv", lambda p: table.to_csv(p, index=False))
     md = (f"# {task}: learned-landscape ablation\n\nMeasured by `python bench/landscape_ablation.py --task {task} "
           f"--minutes {args.minutes:g}` on {args.n} held-out targets ({metric}); every space tuned per K over "
-          f"{len(search)} (rule, lr) candidates on {args.n_tune} training targets.\n\n" + table.to_markdown(index=False)
+          f"{len(search)} (rule, lr) candidates on {args.n_tune} training targets.\n\n" + table.astype(object).where(table.notna(), "").to_markdown(index=False)
           + "\n")
     atomic_write_text(out / "ablation.md", md)
     plot(curves, metric, out / "loss_vs_k.png", task)
