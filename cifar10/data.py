@@ -150,6 +150,15 @@ def load_cifar10(root=None, split: str = "test", download: bool = True) -> Image
     raise _missing_error(root, split, reason + ", and data.download is false")
 
 
+def train_and_heldout(d: dict, seed: int) -> tuple[ImageSet, ImageSet]:
+    """A task's ``data`` section -> (``n_train`` training images, ``n_heldout`` test images), both drawn by
+    ``seed``; the held-out order is shuffled by seed too, so any first n of them cover all classes."""
+    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], seed)
+    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], seed)
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(int(seed)))
+    return train, test.subset(order)
+
+
 def select_subset(data: ImageSet, n_examples: int | None, seed: int = 0, selection: str = "random") -> ImageSet:
     """Deterministic subset: ``first`` n images, or n drawn without replacement by ``seed`` (kept in index order)."""
     if n_examples is None or n_examples <= 0 or n_examples >= len(data):

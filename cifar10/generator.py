@@ -86,9 +86,10 @@ def build_generator(cfg: dict) -> nn.Module:
     ``path/file.py:Class`` with ``kwargs``) and ``weights``. A plugged-in class must take latents
     (N, latent_dim) to images (N, 3, 32, 32) in [0, 1] and expose ``latent_dim``."""
     from cifar10.classifiers import ModelError, _import_object, load_weights
+    from landscape.io import resolve_path
 
     name = str(cfg.get("name") or "dcgan")
-    weights = cfg.get("weights")
+    weights = str(resolve_path(cfg["weights"])) if cfg.get("weights") else None
     if name == "dcgan":
         if not weights:
             raise ModelError("generator.weights is required (the committed one is checkpoints/dcgan-cifar10.pt)")

@@ -87,10 +87,7 @@ class DefenseFactory:
         if want & {"purify-x", "purify-z"}:
             from cifar10.generator import build_generator
 
-            g = dict(c["generator"])
-            if g.get("weights"):
-                g["weights"] = str(resolve_path(g["weights"]))
-            self.models["generator"] = build_generator(g)
+            self.models["generator"] = build_generator(c["generator"])
             self.steps["purify-x"] = load_step_table(c.get("step_sizes"), "x", ("adam", 0.1))
         if "purify-z" in want:
             self.models["theta"], tcfg = load_theta(resolve_path(c["theta"]))

@@ -20,6 +20,7 @@ steps in Z (fixed starts, the training rule and step size): the learning curve i
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -109,19 +110,26 @@ class ThetaTrainer:
         self.iteration = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
+        self.last_eval: float | None = None   # the latest held-out loss, for the progress bar
 
     # -- one piece at a time -------------------------------------------------------------
+    @contextmanager
+    def frozen(self):
+        """theta without parameter gradients, for descents that only move z (collection, evaluation)."""
+        self.theta.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.theta.requires_grad_(True)
+
     def collect(self) -> None:
         """Run a trajectory through the current theta and keep the points it visits."""
         cfg = self.cfg
         n = cfg.collect_batch if cfg.method == "coordinate" else cfg.batch_size
         target = target_to(self.problem.sample_targets(n, self.gen), self.device)
         z0 = self.space.init(n, self.gen, self.device)
-        self.theta.requires_grad_(False)   # frozen while the trajectory is collected
-        try:
+        with self.frozen():
             res = self.space.descend(target, z0, cfg.collect_steps, cfg.lr_z, cfg.rule, keep_trajectory=True)
-        finally:
-            self.theta.requires_grad_(True)
         # the coordinate method learns from the start too; the unrolled one starts fresh points itself
         for z in res.trajectory[0 if cfg.method == "coordinate" else 1:]:
             self.buffer.push(z, target)
@@ -176,11 +184,8 @@ class ThetaTrainer:
         cfg = self.cfg
         target = target_to(self.problem.heldout(cfg.eval_n), self.device)
         z0 = self.space.init(target_len(target), torch.Generator().manual_seed(cfg.seed + 12345), self.device)
-        self.theta.requires_grad_(False)
-        try:
+        with self.frozen():
             res = self.space.descend(target, z0, cfg.eval_budget, cfg.lr_z, cfg.rule)
-        finally:
-            self.theta.requires_grad_(True)
         return float(res.losses[-1].mean())
 
     # -- the loop ------------------------------------------------------------------------
@@ -199,7 +204,7 @@ class ThetaTrainer:
             self.history.append(record)
             bar.update(1)
             postfix = {"loss": f"{loss:.4g}", "buffer": len(self.buffer)}
-            if getattr(self, "last_eval", None) is not None:
+            if self.last_eval is not None:
                 postfix[f"heldout@K={self.cfg.eval_budget}"] = f"{self.last_eval:.4g}"
             bar.set_postfix(postfix)
             if checkpoint and (self.iteration % self.cfg.checkpoint_every == 0 or self.iteration == self.cfg.iterations):

@@ -12,7 +12,7 @@ import torch
 from landscape.errors import LandscapeError
 from tasks.task import Task
 
-__all__ = ["Task", "TaskError", "TASKS", "get_task", "build_task", "heldout_order"]
+__all__ = ["Task", "TaskError", "TASKS", "get_task", "build_task"]
 
 
 class TaskError(LandscapeError, ValueError):
@@ -41,7 +41,3 @@ def build_task(name: str, cfg: dict):
     torch.manual_seed(int(cfg.get("seed", 0)))
     return task.build(cfg)
 
-
-def heldout_order(n: int, seed) -> torch.Tensor:
-    """Held-out images shuffled by seed, so any first n of them cover all classes."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))

@@ -4,20 +4,12 @@ from tasks.task import Task
 
 
 def build(cfg: dict):
-    from cifar10.data import load_cifar10, select_subset
+    from cifar10.data import train_and_heldout
     from cifar10.generator import build_generator
-    from landscape.io import resolve_path
     from tasks.gan.problem import GanInversion
-    from tasks.registry import heldout_order
 
-    d = cfg["data"]
-    g = dict(cfg["generator"])
-    if g.get("weights"):
-        g["weights"] = str(resolve_path(g["weights"]))
-    G = build_generator(g)
-    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
-    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
-    return GanInversion(G, train.images, test.images[heldout_order(len(test), cfg["seed"])])
+    train, test = train_and_heldout(cfg["data"], cfg["seed"])
+    return GanInversion(build_generator(cfg["generator"]), train.images, test.images)
 
 
 def analyses(*args, **kwargs):

@@ -5,21 +5,18 @@ from tasks.task import Task
 
 def build(cfg: dict):
     from cifar10.classifiers import build_classifier
-    from cifar10.data import load_cifar10, select_subset
+    from cifar10.data import train_and_heldout
     from cifar10.ssl_head import SelfSupervised, load_head
     from landscape.config import parse_number
     from landscape.io import resolve_path
-    from tasks.registry import heldout_order
     from tasks.reverse.problem import ReverseAttackProblem, fgsm_images
 
-    d = cfg["data"]
-    classifier = build_classifier(cfg["model"], download=bool(d["download"]))
+    classifier = build_classifier(cfg["model"], download=bool(cfg["data"]["download"]))
     ssl = SelfSupervised(classifier, load_head(resolve_path(cfg["ssl_head"])))
-    train = select_subset(load_cifar10(d["root"], "train", bool(d["download"])), d["n_train"], cfg["seed"])
-    test = select_subset(load_cifar10(d["root"], "test", bool(d["download"])), d["n_heldout"], cfg["seed"])
+    train, test = train_and_heldout(cfg["data"], cfg["seed"])
     attacked = fgsm_images(classifier, train.images, train.labels) if cfg.get("attacked_targets", True) else None
-    return ReverseAttackProblem(ssl, parse_number(cfg["eps_rev"], name="eps_rev"), train.images,
-                                test.images[heldout_order(len(test), cfg["seed"])], attacked)
+    return ReverseAttackProblem(ssl, parse_number(cfg["eps_rev"], name="eps_rev"), train.images, test.images,
+                                attacked)
 
 
 TASK = Task(
