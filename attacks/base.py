@@ -38,6 +38,8 @@ class AttackSpec:
     bounded: bool = True          # False: the attack itself ignores eps (CW); the budget is enforced after
     int_params: tuple = ("steps", "restarts", "n_queries", "eot_iter", "n_classes")
     doc: str = ""
+    #: True: the builder takes the defense's self-supervised loss too, ``build(model, params, natural_loss)``
+    uses_natural_loss: bool = False
 
     def bind(self, user: dict | None, eps_defaults: dict | None = None) -> "BoundAttack":
         params = dict(self.defaults)
@@ -116,15 +118,21 @@ class BoundAttack:
     def eps(self) -> float:
         return self.params["eps"]
 
-    def library_attack(self, model: nn.Module):
-        """The torchattacks object for ``model`` (built once per model)."""
-        cached = self._cache.get("model")
-        if cached is not model:  # keep the model itself, so a recycled id() can never match
-            self._cache = {"model": model, "attack": self.spec.build(model, self.params)}
+    def library_attack(self, model: nn.Module, natural_loss=None):
+        """The torchattacks object for ``model`` (built once per model and natural loss)."""
+        if self._cache.get("model") is not model or self._cache.get("natural") is not natural_loss:
+            # keep the objects themselves, so a recycled id() can never match
+            if self.spec.uses_natural_loss:
+                attack = self.spec.build(model, self.params, natural_loss)
+            else:
+                attack = self.spec.build(model, self.params)
+            self._cache = {"model": model, "natural": natural_loss, "attack": attack}
         return self._cache["attack"]
 
-    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int) -> torch.Tensor:
-        atk = self.library_attack(model)
+    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int,
+            natural_loss=None) -> torch.Tensor:
+        """Attack one batch; ``natural_loss``: the defense's self-supervised loss, for attacks that use it."""
+        atk = self.library_attack(model, natural_loss)
         _reseed(atk, seed)
         torch.manual_seed(seed)
         adv = atk(images, labels).detach()

@@ -10,6 +10,7 @@ import torchattacks
 
 from .autoattack import VERSIONS, build_autoattack
 from .base import AttackError, AttackSpec, BoundAttack
+from .defense_aware import DefenseAwarePGD
 
 
 def _restarts(make, n: int):
@@ -27,6 +28,13 @@ def _pgdl2(model, p):
                                                 random_start=bool(p["random_start"])), p["restarts"])
 
 
+def _pgd_aware(model, p, natural_loss):
+    if natural_loss is None:   # undefended: nothing to be aware of, the attack is PGD on the cross-entropy
+        return _pgd(model, {**p, "restarts": 1})
+    return DefenseAwarePGD(model, natural_loss, eps=p["eps"], alpha=p["alpha"], steps=p["steps"], weight=p["weight"],
+                           random_start=bool(p["random_start"]))
+
+
 def _apgd(loss):
     def build(model, p):
         return torchattacks.APGD(model, norm=p["norm"], eps=p["eps"], steps=p["steps"], n_restarts=p["restarts"],
@@ -39,6 +47,11 @@ ATTACKS: dict[str, AttackSpec] = {
                        doc="FGSM (Goodfellow et al. 2015), Linf"),
     "pgd": AttackSpec("pgd", _pgd, {"eps": None, "alpha": 2 / 255, "steps": 10, "random_start": True, "restarts": 1},
                       doc="PGD (Madry et al. 2018), Linf"),
+    "pgd-aware": AttackSpec("pgd-aware", _pgd_aware,
+                            {"eps": None, "alpha": 2 / 255, "steps": 20, "weight": 10.0, "random_start": True},
+                            uses_natural_loss=True,
+                            doc="defense-aware PGD (Mao et al. 2021): cross-entropy minus weight x the defense's "
+                                "self-supervised loss; needs a reverse-attack defense (plain PGD undefended)"),
     "pgdl2": AttackSpec("pgdl2", _pgdl2, {"eps": None, "alpha": 0.125, "steps": 10, "random_start": True, "restarts": 1},
                         norms=("L2",), doc="PGD, L2 (step 2.5 eps / steps by default)"),
     "cw": AttackSpec("cw", lambda m, p: torchattacks.CW(m, c=p["c"], kappa=p["kappa"], steps=p["steps"], lr=p["lr"]),

@@ -129,8 +129,9 @@ class SelfSupervised(nn.Module):
 
 
 def feature_dim(classifier: nn.Module) -> int:
+    device = next(iter(classifier.parameters()), torch.empty(0)).device
     with torch.no_grad():
-        return FeatureExtractor(classifier)(torch.rand(2, 3, 32, 32)).shape[1]
+        return FeatureExtractor(classifier)(torch.rand(2, 3, 32, 32, device=device)).shape[1]
 
 
 def build_bank(classifier: nn.Module, head: ContrastiveHead, images: torch.Tensor, size: int = 1024, seed: int = 0,

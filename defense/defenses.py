@@ -23,12 +23,15 @@ from .purifiers import GeneratorPurifier, ReversePurifier
 
 #: each defense and its landscape (the ``landscape`` column of the results)
 DEFENSES = {"none": "none", "purify-x": "x", "purify-z": "z", "reverse-x": "x", "reverse-z": "z"}
+#: defenses a defense-aware attack (``pgd-aware``) can run against (undefended: plain PGD)
+NATURAL_LOSS_DEFENSES = {"none", "reverse-x", "reverse-z"}
 
 #: every ``defense`` key of ``landscape eval`` (and ``train-classifier``), with its default
 DEFENSE_DEFAULTS = {
     "budgets": [0, 1, 2, 5, 10, 20, 50, 100, 200],
     "restarts": 4,
     "modes": ["nonadaptive", "bpda"],   # nonadaptive | bpda | eot | bpda+eot | unrolled
+    "attack_modes": {},                 # per attack, its own modes (e.g. {autoattack: [nonadaptive]}); else modes
     "eot_draws": 8,
     "unrolled_max_gb": 4.0,
     "generator": {"name": "dcgan", "weights": "checkpoints/dcgan-cifar10.pt", "kwargs": {}},
@@ -38,7 +41,8 @@ DEFENSE_DEFAULTS = {
     "ssl_head": "checkpoints/ssl-head-resnet20.pt",
     "reverse_theta": "checkpoints/theta-reverse-cifar10.pt",
     "eps_rev": "8/255",
-    "reverse_steps": None,  # null: sign steps of eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
+    "reverse_steps": None,  # null: sign steps of reverse_step_scale x eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
+    "reverse_step_scale": 1.0,  # the paper's 2.5 moves further (costs a non-robust model clean accuracy)
 }
 
 
@@ -93,16 +97,25 @@ class DefenseFactory:
             self.models["theta"], tcfg = load_theta(resolve_path(c["theta"]))
             self.steps["purify-z"] = load_step_table(c.get("step_sizes"), "z", (tcfg["rule"], float(tcfg["lr_z"])))
         if want & {"reverse-x", "reverse-z"}:
-            from cifar10.ssl_head import SelfSupervised, load_head
+            from cifar10.ssl_head import SelfSupervised, feature_dim, load_head
 
             if self.classifier is None:
                 raise DefenseError("the reverse-attack purifier needs the classifier")
             self.eps_rev = parse_number(c.get("eps_rev", 8 / 255), name="defense.eps_rev")
             if not self.eps_rev > 0:
                 raise DefenseError(f"defense.eps_rev must be > 0, got {c.get('eps_rev')!r}")
-            self.models["ssl"] = SelfSupervised(self.classifier, load_head(resolve_path(c["ssl_head"])))
+            head = load_head(resolve_path(c["ssl_head"]))
+            dim = feature_dim(self.classifier)
+            if head.in_dim != dim:
+                raise DefenseError(f"self-supervised head {c['ssl_head']} reads {head.in_dim}-d features, but this "
+                                   f"classifier's penultimate features are {dim}-d: train a head for it with "
+                                   f"`landscape train-ssl-head model.name=...` and set defense.ssl_head")
+            self.models["ssl"] = SelfSupervised(self.classifier, head)
             spec = c.get("reverse_steps")
             self.steps["reverse-x"] = load_step_table(spec, "x", None) if spec else None
+            self.step_scale = parse_number(c.get("reverse_step_scale", 1.0), name="defense.reverse_step_scale")
+            if not self.step_scale > 0:
+                raise DefenseError(f"defense.reverse_step_scale must be > 0, got {c.get('reverse_step_scale')!r}")
         if "reverse-z" in want:
             self.models["reverse_theta"], tcfg = load_theta(resolve_path(c["reverse_theta"]))
             spec = c.get("reverse_steps")
@@ -122,6 +135,8 @@ class DefenseFactory:
                                f"{', '.join(sorted(self.defenses)) or 'none'}")
         m, steps = self.models, self.steps[defense]
         if defense == "reverse-x":
+            if steps is None:
+                steps = ("sign", self.step_scale * self.eps_rev / max(budget, 1))
             return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps)
         if defense == "reverse-z":
             return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps, theta=m["reverse_theta"])

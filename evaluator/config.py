@@ -33,7 +33,8 @@ EVAL_DEFAULTS = {
     "attack_params": {},       # per attack, e.g. attack_params.pgd.steps=20
 }
 
-OPEN_SECTIONS = ("attack_params", "model.kwargs", "defense.generator.kwargs", "defense.step_sizes")
+OPEN_SECTIONS = ("attack_params", "model.kwargs", "defense.generator.kwargs", "defense.step_sizes",
+                 "defense.attack_modes")
 
 # Keys that change how a run is executed, not its results: a resumed run may change them.
 EXECUTION_KEYS = ("ray", "eval.progress", "eval.shard_size", "threads")

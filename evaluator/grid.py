@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from attacks import NO_ATTACK, get_attack
 from attacks.adaptive import MODES
 from attacks.base import BoundAttack
-from defense.defenses import DEFENSES
+from defense.defenses import DEFENSES, NATURAL_LOSS_DEFENSES
 from landscape.errors import LandscapeError
 
 
@@ -105,6 +105,21 @@ def build_units(cfg: dict) -> list[Unit]:
     for m in modes:
         if m not in MODES:
             raise EvalError(f"unknown adaptive mode {m!r} in defense.modes; valid: {', '.join(MODES)}")
+    per_attack = dcfg.get("attack_modes") or {}
+    if not isinstance(per_attack, dict):
+        raise EvalError(f"defense.attack_modes must map attack names to lists of modes, got {per_attack!r}")
+    for n, ms in per_attack.items():
+        if n not in names or attacks[n] is None:
+            raise EvalError(f"defense.attack_modes names {n!r}, which is not an attack of this run ({', '.join(names)})")
+        if not isinstance(ms, list) or not ms or any(m not in MODES for m in ms):
+            raise EvalError(f"defense.attack_modes.{n} must be a non-empty list of modes ({', '.join(MODES)}), got {ms!r}")
+    for n, atk in attacks.items():
+        if atk is not None and atk.spec.uses_natural_loss:
+            wrong = [d for d in defenses if d not in NATURAL_LOSS_DEFENSES]
+            if wrong:
+                raise EvalError(f"attack {n!r} needs a defense with a self-supervised loss "
+                                f"({', '.join(sorted(NATURAL_LOSS_DEFENSES - {'none'}))}; none runs it as PGD), "
+                                f"not {', '.join(wrong)}")
     units = []
     for d in defenses:
         if d == "none":
@@ -115,5 +130,5 @@ def build_units(cfg: dict) -> list[Unit]:
                 if attacks[n] is None:
                     units.append(Unit(d, DEFENSES[d], k, n, None))
                 else:
-                    units += [Unit(d, DEFENSES[d], k, f"{n}+{m}", attacks[n], m) for m in modes]
+                    units += [Unit(d, DEFENSES[d], k, f"{n}+{m}", attacks[n], m) for m in per_attack.get(n, modes)]
     return units

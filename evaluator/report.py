@@ -172,6 +172,71 @@ def plot_budget(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _suite_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, the worst case over the run's attacks (its suite row; the single attack where there is one)."""
+    attacked = df[df["attack"] != "none"]
+    out = []
+    for key, g in attacked.groupby(["run", "model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
+        suite = g[g["attack"].str.startswith("suite[")]
+        out.append((suite if len(suite) else g.sort_values("accuracy")).iloc[0])
+    return pd.DataFrame(out)
+
+
+def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
+    """Worst-case robust accuracy (every attack of the run survived) and clean accuracy after
+    purification, plain X beside learned Z, against K (``x="budget"``) or against the defender's
+    compute (``x="passes"``: purifier forward + backward passes per image, counted). False: nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worst = _suite_rows(df)
+    clean = df[df["attack"] == "none"]
+    if worst.empty or (df["defense"] == "none").all():
+        return False
+    if x == "passes" and "purifier_forward" not in df:
+        return False
+    groups = sorted(worst[["norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
+    colors = {"x": "tab:blue", "z": "tab:orange"}
+    several = df["run"].nunique() > 1
+    for ax, (norm, eps) in zip(axes[0], groups):
+        w = worst[(worst["norm"] == norm) & (worst["eps"] == eps)]
+        runs = set(w["run"])
+        for (run, defense, landscape), g in w[w["defense"] != "none"].groupby(["run", "defense", "landscape"], sort=True):
+            c = clean[(clean["run"] == run) & (clean["defense"] == defense)]
+            for data, style, what in ((g, "-", "worst-case robust"), (c, "--", "clean after purification")):
+                data = data.sort_values("budget")
+                xs = (data["purifier_forward"] + data["purifier_backward"]) if x == "passes" else data["budget"]
+                xs = xs.clip(lower=0.5)
+                label = f"{defense} ({'learned Z' if landscape == 'z' else 'plain X'}): {what}" + (f" [{run}]" if several else "")
+                ax.plot(xs, data["accuracy"], style, marker="o", ms=3, color=colors.get(landscape, None), label=label)
+                ax.fill_between(xs, data["ci_low"], data["ci_high"], color=colors.get(landscape, "0.5"), alpha=0.12)
+        for run in sorted(runs):
+            u = w[(w["run"] == run) & (w["defense"] == "none")]
+            uc = clean[(clean["run"] == run) & (clean["defense"] == "none")]
+            if len(uc):
+                ax.axhline(uc["accuracy"].iloc[0], color="k", lw=0.9, ls="--", label="undefended: clean" if run == min(runs) else None)
+            if len(u):
+                ax.axhline(u["accuracy"].iloc[0], color="k", lw=0.9, ls="-", label="undefended: worst-case robust" if run == min(runs) else None)
+                ax.axhspan(u["ci_low"].iloc[0], u["ci_high"].iloc[0], color="k", alpha=0.06)
+        ax.set_xscale("log")
+        ax.set_xlabel("purifier forward + backward passes per image (0 drawn at 0.5)" if x == "passes"
+                      else "defense iteration budget K (K = 0 drawn at 0.5)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{norm} eps = {eps * 255:.3g}/255" if norm == "Linf" else f"{norm} eps = {eps:g}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    # the legend sits outside the axes; the saved figure grows to hold it
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=130, bbox_inches="tight"))
+    plt.close(fig)
+    return True
+
+
 def _pct(a, lo, hi):
     return f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
@@ -182,7 +247,15 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
     out.mkdir(parents=True, exist_ok=True)
     checks = sanity_checks(df)
     plot_budget(df, out / "robust_accuracy_vs_budget.png")
+    headline = plot_headline(df, out / "headline.png")
+    compute = plot_headline(df, out / "headline_vs_compute.png", x="passes")
     lines = ["# Robustness report", "", f"Runs: {', '.join(sorted(df['run'].unique()))}.", ""]
+    if headline:
+        lines += ["Worst-case robust accuracy (an image counts only if it survives every attack of its run) and clean "
+                  "accuracy after purification, against the budget K and against the defender's compute:", "",
+                  "![headline](headline.png)", ""]
+        if compute:
+            lines += ["![headline vs compute](headline_vs_compute.png)", ""]
     sources = sorted(df["data"].dropna().unique()) if "data" in df else []
     if any("jpeg" in s.lower() for s in sources):
         lines += ["Measured on the JPEG copy of CIFAR-10 (quality 75), not the original test set.", ""]

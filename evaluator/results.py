@@ -14,7 +14,10 @@ from landscape.io import atomic_write, atomic_write_text
 from landscape.stats import wilson_interval
 
 RESULT_COLUMNS = ["model", "defense", "landscape", "budget", "attack", "norm", "eps", "n", "correct",
-                  "accuracy", "ci_low", "ci_high", "seconds", "data", "steps", "params"]
+                  "accuracy", "ci_low", "ci_high", "seconds", "purifier_forward", "purifier_backward", "data", "steps",
+                  "params"]
+#: per-image compute columns: the deployed purifier's objective evaluations and gradients per image (counted)
+PASS_COLUMNS = ["purifier_forward", "purifier_backward"]
 
 
 
@@ -53,6 +56,8 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
         suites.append({"model": model, "defense": defense, "landscape": landscape, "budget": budget,
                        "attack": f"suite[{','.join(names)}]", "norm": norm, "eps": eps, "n": len(survived),
                        "correct": int(survived.sum()), "seconds": float(group["seconds"].sum()),
+                       "purifier_forward": float(group["purifier_forward"].max()),
+                       "purifier_backward": float(group["purifier_backward"].max()),
                        "data": group["data"].iloc[0], "steps": 0, "params": "{}"})
     if suites:
         rows = pd.concat([rows, pd.DataFrame(suites)], ignore_index=True)
@@ -70,12 +75,16 @@ def results_from_records(per_image: pd.DataFrame, cells: pd.DataFrame, skipped: 
 
     ``cells``: one row per grid cell with its attack's settings (``EvalContext.meta``)."""
     keys = ["model", "defense", "landscape", "budget", "attack"]
-    seconds = per_image.groupby(keys, sort=False)["seconds"].sum().reset_index()
+    for col in PASS_COLUMNS:   # records written before the pass counter had none: 0 (not counted)
+        if col not in per_image:
+            per_image = per_image.assign(**{col: 0.0})
+    grouped = per_image.groupby(keys, sort=False)
+    seconds = grouped["seconds"].sum().reset_index().merge(grouped[PASS_COLUMNS].mean().reset_index(), on=keys)
     meta = cells.merge(seconds, on=keys, how="inner")
     order = {key: i for i, key in enumerate(cells[keys].itertuples(index=False, name=None))}
     per_image = per_image.assign(_order=[order[t] for t in per_image[keys].itertuples(index=False, name=None)])
     per_image = per_image.sort_values(["_order", "index"], kind="stable").drop(columns="_order").reset_index(drop=True)
-    results = aggregate(per_image.drop(columns=["seconds", "shard"], errors="ignore"), meta)
+    results = aggregate(per_image.drop(columns=["seconds", "shard", *PASS_COLUMNS], errors="ignore"), meta)
     results.attrs["skipped"] = list(skipped)
     return results, per_image
 

@@ -34,8 +34,12 @@ from landscape.io import atomic_write_text
 
 def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int, seed: int,
                    device: torch.device, bar=None, purifier: nn.Module | None = None, draws: int = 1,
-                   max_gb: float = 4.0) -> torch.Tensor:
+                   max_gb: float = 4.0, passes: dict | None = None, cache: dict | None = None) -> torch.Tensor:
     """Per-image correctness (bool) of ``model`` (behind ``purifier``, if any) under ``unit``'s attack.
+
+    ``cache`` (a dict), when given, keeps non-adaptive adversarial batches for the next cell that needs them.
+    ``passes`` (a dict), when given, receives the deployed purifier's forward and backward passes of
+    its objective on these images (the defender's compute, counted; the attack's own queries excluded).
 
     Batch seeds derive from the image index at the start of each batch, so any split of the
     images into batch-aligned pieces (shards, workers) gives the same answer. The batch size itself
@@ -44,6 +48,10 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
     """
     out = torch.zeros(len(data), dtype=torch.bool)
     deployed = model if purifier is None else Defended(model, purifier)
+    natural = getattr(purifier, "natural_loss", None)
+    # A non-adaptive attack never sees the purifier: its adversarial images are the same for every
+    # defense and K (and for the undefended row), so they are drawn once per batch and reused (``cache``).
+    transfer = unit.attack is not None and unit.mode in (None, "nonadaptive")
     target = None
     if unit.attack is not None:
         target = surrogate(model, purifier, unit.mode or "nonadaptive", draws, max_gb,
@@ -51,13 +59,26 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
     for start in range(0, len(data), batch_size):
         x = data.images[start:start + batch_size].to(device)
         y = data.labels[start:start + batch_size].to(device)
-        batch_seed = derive_seed(seed, unit.defense, unit.landscape, unit.budget, unit.attack_name,
-                                 int(data.indices[start]))
+        first = int(data.indices[start])
+        if transfer:
+            batch_seed = derive_seed(seed, "nonadaptive", unit.attack.name, first)
+        else:
+            batch_seed = derive_seed(seed, unit.defense, unit.landscape, unit.budget, unit.attack_name, first)
         if unit.attack is not None:
-            x = unit.attack.run(target, x, y, batch_seed)
+            key = (unit.attack.name, first, len(y), natural if unit.attack.spec.uses_natural_loss else None)
+            if transfer and cache is not None and key in cache:
+                x = cache[key].to(device)
+            else:
+                x = unit.attack.run(target, x, y, batch_seed, natural)
+                if transfer and cache is not None:
+                    cache[key] = x.cpu()
         torch.manual_seed(batch_seed + 1)  # the deployed purifier's own random starts
+        before = dict(purifier.passes) if purifier is not None and hasattr(purifier, "passes") else None
         with torch.no_grad():
             out[start:start + len(y)] = (deployed(x).argmax(1) == y).cpu()
+        if passes is not None and before is not None:
+            for key in ("forward", "backward"):
+                passes[key] = passes.get(key, 0) + purifier.passes[key] - before[key]
         if bar is not None:
             bar.update(len(y))
     return out
@@ -93,6 +114,7 @@ class EvalContext:
         self.draws, self.max_gb = int(d.get("eot_draws", 8)), float(d.get("unrolled_max_gb", 4.0))
         self.model_name = str(cfg["model"]["name"])
         self.skipped: list[dict] = []
+        self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K
 
     @classmethod
     def build(cls, cfg: dict, units: list | None = None) -> "EvalContext":
@@ -144,13 +166,16 @@ class EvalContext:
         part = self.data.subset(torch.arange(shard.start, shard.stop))
         purifier = self.factory.purifier(unit.defense, unit.budget)
         t0 = time.perf_counter()
+        passes: dict = {}
         correct = attack_correct(self.model, unit, part, self.batch_size, self.seed, self.device, bar, purifier,
-                                 self.draws, self.max_gb)
+                                 self.draws, self.max_gb, passes, self.transfer_cache)
         seconds = time.perf_counter() - t0
+        n = max(len(part), 1)
         return pd.DataFrame({"model": self.model_name, "defense": unit.defense, "landscape": unit.landscape,
                              "budget": unit.budget, "attack": unit.attack_name, "index": part.indices.numpy(),
                              "label": part.labels.numpy(), "correct": correct.numpy(), "shard": shard.key,
-                             "seconds": seconds / max(len(part), 1)})
+                             "seconds": seconds / n, "purifier_forward": passes.get("forward", 0) / n,
+                             "purifier_backward": passes.get("backward", 0) / n})
 
     def meta(self) -> pd.DataFrame:
         return pd.DataFrame([{

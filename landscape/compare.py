@@ -31,7 +31,7 @@ def _run_all_budgets(space: Space, target, start, budgets, rule, lr, batch_size)
         seconds += time.perf_counter() - t0
         for k in budgets:
             with torch.no_grad():
-                x = space.to_x(res.trajectory[k])
+                x = space.to_x(res.trajectory[k], tgt)
             for name, val in space.problem.metrics(x, tgt).items():
                 out[k].setdefault(name, []).append(val.detach().cpu())
     return {k: {name: torch.cat(v) for name, v in d.items()} for k, d in out.items()}, seconds / max(kmax, 1) / n

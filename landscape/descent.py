@@ -28,6 +28,8 @@ class DescentResult:
     best_x: torch.Tensor       # per example, the visited point of X with the lowest loss
     best_loss: torch.Tensor    # (N,)
     trajectory: list | None = None  # visited variables (detached), when asked
+    forward_passes: int = 0    # objective evaluations, counted per row (K + 1 per row)
+    backward_passes: int = 0   # gradients of the objective, counted per row (K per row)
 
 
 def descend(objective: Callable[[torch.Tensor], torch.Tensor], var0: torch.Tensor, steps: int, lr: float,
@@ -56,12 +58,14 @@ def descend(objective: Callable[[torch.Tensor], torch.Tensor], var0: torch.Tenso
     v = torch.zeros_like(var)
     losses, traj = [], [var.detach().clone()] if keep_trajectory else None
     best_loss = best_x = None
+    forward_passes = backward_passes = 0
     with torch.enable_grad():
         for t in range(steps + 1):
             x = to_x(var)
             loss = objective(x)
             if loss.dim() != 1:
                 raise DescentError(f"the objective must return one loss per example (N,), got shape {tuple(loss.shape)}")
+            forward_passes += len(loss)
             losses.append(loss if differentiable else loss.detach())
             with torch.no_grad():
                 if best_loss is None:
@@ -73,6 +77,7 @@ def descend(objective: Callable[[torch.Tensor], torch.Tensor], var0: torch.Tenso
             if t == steps:
                 break
             (g,) = torch.autograd.grad(loss.sum(), var, create_graph=differentiable)
+            backward_passes += len(loss)
             if rule == "sgd":
                 step = g
             elif rule == "sign":
@@ -92,7 +97,8 @@ def descend(objective: Callable[[torch.Tensor], torch.Tensor], var0: torch.Tenso
             if keep_trajectory:
                 traj.append(var.detach().clone())
     final_x = x if differentiable else x.detach()
-    return DescentResult(var if differentiable else var.detach(), final_x, torch.stack(losses), best_x, best_loss, traj)
+    return DescentResult(var if differentiable else var.detach(), final_x, torch.stack(losses), best_x, best_loss, traj,
+                         forward_passes, backward_passes)
 
 
 def tune_step_size(run: Callable[[float], torch.Tensor], candidates: Sequence[float]) -> tuple[float, dict]:

@@ -62,6 +62,9 @@ class InversionProblem(ABC):
     latent_shape: tuple
     #: where the problem's models and tensors live (see :meth:`to`)
     device: torch.device = torch.device("cpu")
+    #: the natural size of a step in X (e.g. the radius of an eps-ball): tuned step sizes for X are
+    #: multiples of it, those for Z multiples of 1 (the std of Z's prior), so both get the same grid
+    step_scale: float = 1.0
 
     def to(self, device) -> "InversionProblem":
         """Move every model and tensor the problem holds (attributes, and dicts of them) to ``device``."""
@@ -122,6 +125,16 @@ class InversionProblem(ABC):
     def constrain(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable map of theta's output onto the feasible set (default: the identity)."""
         return x
+
+    def condition(self, target: Target) -> torch.Tensor:
+        """What a conditioned theta sees of each observation, (N, C) (default: nothing, so a conditioned
+        theta is refused). Differentiable in ``target``, so exact attacks reach through it."""
+        raise ProblemError(f"{type(self).__name__} has no condition(target): a conditioned theta "
+                           "(theta.condition=true) needs the task to say what theta sees of the observation")
+
+    @property
+    def has_condition(self) -> bool:
+        return type(self).condition is not InversionProblem.condition
 
     def solution(self, x: torch.Tensor, target: Target):
         """What a point of X stands for, for ``target`` (default: ``forward(x)``; a purifier returns it)."""

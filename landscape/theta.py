@@ -35,10 +35,15 @@ class Theta(nn.Module):
     and the residual branch starts at zero, so an untrained theta reproduces descent in X.
     ``skip="identity"`` (only when dim_z == dim_x) keeps the skip a fixed identity: a large X
     (an image-sized perturbation, 3072 numbers) then needs no dim_x² matrix, and theta stays small.
+
+    ``cond_dim`` > 0 makes theta conditioned, theta(z, c), on what ``problem.condition(target)``
+    says of the observation (beyond the paper): c is embedded and added to z's embedding, so the
+    residual branch can move the whole landscape per observation (an amortized first guess that
+    descent then refines). It still starts at zero, so an untrained conditioned theta is the identity too.
     """
 
     def __init__(self, x_shape, z_dim: int | None = None, width: int = 256, depth: int = 2, skip: str = "linear",
-                 activation: str = "gelu"):
+                 activation: str = "gelu", cond_dim: int = 0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ThetaError(f"unknown theta activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -59,6 +64,10 @@ class Theta(nn.Module):
         else:
             raise ThetaError(f"unknown theta skip {skip!r}; valid: 'linear', 'identity'")
         self.embed = nn.Linear(self.z_dim, width)
+        self.cond_dim = int(cond_dim)
+        if self.cond_dim < 0:
+            raise ThetaError(f"cond_dim must be >= 0, got {cond_dim}")
+        self.cond = nn.Linear(self.cond_dim, width) if self.cond_dim else None
         self.blocks = nn.Sequential(*[_Block(width, activation) for _ in range(depth)])
         self.head = nn.Linear(width, self.x_dim)
         nn.init.zeros_(self.head.weight)
@@ -66,8 +75,20 @@ class Theta(nn.Module):
 
     def config(self) -> dict:
         return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "width": self.width, "depth": self.depth,
-                "skip": self.skip_kind, "activation": self.activation}
+                "skip": self.skip_kind, "activation": self.activation, "cond_dim": self.cond_dim}
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.skip(z) + self.head(self.blocks(self.embed(z)))
+    @property
+    def conditioned(self) -> bool:
+        return self.cond is not None
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embed(z)
+        if self.cond is not None:
+            if cond is None or cond.shape != (len(z), self.cond_dim):
+                got = None if cond is None else tuple(cond.shape)
+                raise ThetaError(f"this theta is conditioned: it needs a condition of shape ({len(z)}, {self.cond_dim}), got {got}")
+            h = h + self.cond(cond)
+        elif cond is not None:
+            raise ThetaError("this theta is not conditioned, but a condition was given")
+        x = self.skip(z) + self.head(self.blocks(h))
         return x.view(len(z), *self.x_shape)

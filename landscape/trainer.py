@@ -53,6 +53,7 @@ class TrainConfig:
     depth: int = 2
     skip: str = "linear"          # "identity": fixed identity skip (needs z_dim = dim X), no dim_x² matrix
     activation: str = "gelu"      # of theta's residual blocks: gelu | relu | silu | tanh
+    condition: bool = False       # theta(z, c) sees problem.condition(target) (beyond the paper; needs the task's condition)
     weight_decay: float = 0.0     # AdamW's, for the coordinate method (the unrolled one uses Adam)
     collect_batch: int = 64       # coordinate: targets per collected trajectory batch
     buffer_size: int = 4096
@@ -99,8 +100,15 @@ class ThetaTrainer:
         self.problem = problem.to(self.device)  # theta and the forward model on the same device
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        cond_dim = 0
+        if cfg.condition:
+            if not problem.has_condition:
+                raise ThetaError(f"theta.condition=true needs a problem with a condition(target); "
+                                 f"{type(problem).__name__} has none")
+            probe = target_to(problem.sample_targets(1, torch.Generator().manual_seed(cfg.seed)), self.device)
+            cond_dim = int(problem.condition(probe).shape[1])
         self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip,
-                           cfg.activation).to(self.device)
+                           cfg.activation, cond_dim).to(self.device)
         self.space = Space(self.problem, self.theta)
         if cfg.method == "coordinate":
             self.opt = torch.optim.AdamW(self.theta.parameters(), lr=cfg.theta_lr, weight_decay=cfg.weight_decay)
@@ -157,7 +165,7 @@ class ThetaTrainer:
         """Mean loss of theta at buffered points (each with its own target), differentiable w.r.t. theta."""
         z, target = self.buffer.sample(self.cfg.batch_size, self.gen)
         z, target = z.to(self.device), target_to(target, self.device)
-        return self.problem.objective(self.space.to_x(z), target).mean()
+        return self.problem.objective(self.space.to_x(z, target), target).mean()
 
     def step(self) -> float:
         if self.iteration % self.cfg.collect_every == 0:
@@ -259,7 +267,7 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     state = load_checkpoint(path)
     tc = state["theta_config"]
     theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
-                  tc.get("activation", "gelu"))
+                  tc.get("activation", "gelu"), tc.get("cond_dim", 0))
     theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
     for p in theta.parameters():
         p.requires_grad_(False)

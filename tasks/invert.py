@@ -13,8 +13,9 @@ from landscape.trainer import load_theta
 from tasks.registry import build_task, get_task
 
 
-def candidates(spec: dict) -> list[tuple]:
-    return [(rule, float(lr)) for rule, lrs in spec.items() for lr in lrs]
+def candidates(spec: dict, scale: float = 1.0) -> list[tuple]:
+    """(rule, lr) pairs; ``scale``: X's natural step size (``problem.step_scale``), so one grid serves both spaces."""
+    return [(rule, float(lr) * scale) for rule, lrs in spec.items() for lr in lrs]
 
 
 def plot_metric_vs_budget(summary: pd.DataFrame, metric: str, path: Path, title: str, ylog: bool = True) -> None:
@@ -64,7 +65,7 @@ def run_invert(task: str, cfg: dict, out: Path, progress: bool = True) -> pd.Dat
     heldout = problem.heldout(int(inv["n_images"]))
     log = print if progress else None
     per_example, summary = compare_spaces(problem, theta, heldout, tune_targets, inv["budgets"],
-                                          candidates(inv["search"]), candidates(inv["search"]),
+                                          candidates(inv["search"], float(problem.step_scale)), candidates(inv["search"]),
                                           seed=int(cfg["seed"]), batch_size=int(inv["batch_size"]), progress=log)
     summary.insert(0, "task", task)
     atomic_write(out / "per_example.parquet", lambda p: per_example.to_parquet(p, index=False))

@@ -26,6 +26,18 @@ def test_reverse_commands_end_to_end(tiny, tmp_path):
                  "theta.collect_steps=2", "theta.checkpoint_every=1"]) == 0
     assert (theta / "theta.pt").is_file()
 
+    # X against Z, both tuned over one grid of steps (X's in units of eps_rev, Z's in units of 1)
+    inv = tmp_path / "invert"
+    assert main(["invert", "--task", "reverse-cifar10", "--out", str(inv), *common, f"ssl_head={head}",
+                 f"theta.weights={theta / 'theta.pt'}", "data.n_train=16", "data.n_heldout=8", "invert.n_images=8",
+                 "invert.n_tune=4", "invert.budgets=[1,2]", "invert.search={sign: [0.25, 0.5]}"]) == 0
+    summary = pd.read_csv(inv / "summary.csv")
+    eps = 8 / 255
+    assert set(summary["space"]) == {"X", "Z"} and set(summary["metric"]) == {"ssl_loss"}
+    grid = {0.25, 0.5, 0.05, 0.1, 0.2}   # sign as given, adam's defaults kept (a mapping override merges)
+    assert {round(lr / eps, 6) for lr in summary[summary.space == "X"]["lr"]} <= grid
+    assert {round(lr, 6) for lr in summary[summary.space == "Z"]["lr"]} <= grid
+
     out = tmp_path / "eval"
     assert main(["eval", "--out", str(out), *common, "data.n_examples=16", "defenses=[none,reverse-x,reverse-z]",
                  f"defense.ssl_head={head}", f"defense.reverse_theta={theta / 'theta.pt'}", "defense.budgets=[0,2]",

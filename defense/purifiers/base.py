@@ -62,6 +62,9 @@ class Purifier(nn.Module):
         # the problem's models, registered so .to() / .eval() reach them
         self.models = nn.ModuleList([v for v in vars(problem).values() if isinstance(v, nn.Module)])
         self.draws = 0  # forward passes so far (each is one random draw of the restarts)
+        # the defender's compute, counted in the descent: objective evaluations and gradients over all
+        # restarts, and the images purified (per image: R (K + 1) forward and R K backward passes)
+        self.passes = {"forward": 0, "backward": 0, "images": 0}
 
     @property
     def landscape(self) -> str:
@@ -71,10 +74,17 @@ class Purifier(nn.Module):
     def name(self) -> str:
         return f"{self.prefix}-{self.landscape}"
 
+    @property
+    def natural_loss(self):
+        """images -> per-image loss the defense lowers (the reverse attack's self-supervised loss), or None:
+        what a defense-aware attack keeps low (``attacks/defense_aware.py``)."""
+        return getattr(self.problem, "natural_loss", None)
+
     def exact(self, budget: int | None = None, restarts: int | None = None) -> "Purifier":
         """A differentiable copy (sharing the models), optionally with another K or R (memory probes)."""
         other = copy.copy(self)
         other.differentiable = True
+        other.passes = {"forward": 0, "backward": 0, "images": 0}   # the attacker's surrogate: counted apart
         if budget is not None:
             other.budget = budget
         if restarts is not None:
@@ -92,6 +102,9 @@ class Purifier(nn.Module):
             var0 = var0.to(x.dtype)
         res = self.space.descend(target, var0, self.budget, lr, rule, differentiable=diff)
         self.draws += 1
+        self.passes["forward"] += res.forward_passes
+        self.passes["backward"] += res.backward_passes
+        self.passes["images"] += n
         final = res.losses[-1].detach().view(n, r)
         best = final.argmin(1) + torch.arange(n, device=x.device) * r
         out = self.problem.solution(res.x[best], target[best])

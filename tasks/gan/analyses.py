@@ -105,7 +105,7 @@ def masked_analysis(problem: GanInversion, theta, steps: dict, images: torch.Ten
                             keep_trajectory=True)
         for k in budgets:
             with torch.no_grad():
-                img = problem.forward(space.to_x(res.trajectory[k]))
+                img = problem.forward(space.to_x(res.trajectory[k], target))
             hidden = 1 - mask
             obs_mse = ((img - y) ** 2 * mask).flatten(1).sum(1) / mask.expand_as(y).flatten(1).sum(1)
             hid_mse = ((img - y) ** 2 * hidden).flatten(1).sum(1) / hidden.expand_as(y).flatten(1).sum(1)
@@ -166,7 +166,8 @@ def landscape_slices(problem: GanInversion, theta, steps: dict, image: torch.Ten
         d2 = d2 / d2.norm() * centre.norm()
         pts = centre + a.view(-1, 1, 1) * d1 + a.view(1, -1, 1) * d2
         with torch.no_grad():
-            loss = problem.objective(space.to_x(pts.view(grid * grid, -1)), y.expand(grid * grid, *y.shape[1:]))
+            ys = y.expand(grid * grid, *y.shape[1:])
+            loss = problem.objective(space.to_x(pts.view(grid * grid, -1), ys), ys)
         out[label] = loss.view(grid, grid)
     out["alphas"] = a
     return out

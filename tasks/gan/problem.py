@@ -48,6 +48,12 @@ class GanInversion(InversionProblem):
             raise ProblemError(f"target images {tuple(target.shape)} do not match generated {tuple(prediction.shape)}")
         return ((prediction - target) ** 2).flatten(1).mean(1)
 
+    def condition(self, target: Target) -> torch.Tensor:
+        """A conditioned theta sees the target image, centred to [-1, 1] (unobserved pixels 0 under a mask)."""
+        if isinstance(target, dict):
+            return ((2 * target["image"] - 1) * target["mask"]).flatten(1)
+        return (2 * target - 1).flatten(1)
+
     def sample_targets(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.train_images is None:
             raise ProblemError("this GAN-inversion problem has no training images (a purifier's problem)")

@@ -34,4 +34,12 @@ TASK = Task(
     theta={"iterations": 400, "batch_size": 16, "unroll": 5, "lr_z": 0.2, "rule": "adam", "theta_lr": 1e-4,
            "z_dim": None, "width": 256, "depth": 2, "skip": "identity", "buffer_size": 1024, "buffer_fraction": 0.5,
            "collect_every": 10, "collect_steps": 10, "grad_clip": 10.0, "checkpoint_every": 25},
+    invert={
+        "theta": {"weights": "checkpoints/theta-reverse-cifar10.pt"},
+        "invert": {"budgets": [1, 2, 5, 10, 20, 40], "n_images": 200, "n_tune": 64, "batch_size": 200,
+                   # one grid for both spaces: X's steps are these multiples of eps_rev, Z's of 1 (its prior's std)
+                   "search": {"sign": [0.025, 0.0625, 0.125, 0.25, 0.5], "adam": [0.05, 0.1, 0.2, 0.5]},
+                   "plot_metric": "ssl_loss"},
+        "analyses": {"run": []},
+    },
 )

@@ -27,6 +27,7 @@ class ReverseAttackProblem(InversionProblem):
                  heldout_images: torch.Tensor | None = None, attacked_train: torch.Tensor | None = None,
                  groups: int = 1, image_shape: tuple = (3, 32, 32)):
         self.ssl, self.eps, self.groups = ssl, float(eps_rev), int(groups)
+        self.step_scale = self.eps   # steps in X are multiples of eps_rev (landscape invert's grid)
         if not self.eps > 0:
             raise ProblemError(f"eps_rev must be > 0, got {eps_rev}")
         shape = train_images.shape[1:] if train_images is not None else image_shape
@@ -50,6 +51,16 @@ class ReverseAttackProblem(InversionProblem):
         if target.shape != delta.shape:
             raise ProblemError(f"targets {tuple(target.shape)} do not match perturbations {tuple(delta.shape)}")
         return self.ssl((target + delta).clamp(0, 1), groups=self.groups)
+
+    @property
+    def natural_loss(self):
+        """images -> the self-supervised loss of images as they are (what the reversal lowers; a
+        defense-aware attack keeps it low): the head itself, shared by every purifier built on it."""
+        return self.ssl
+
+    def condition(self, target):
+        """A conditioned theta sees the image to purify, centred to [-1, 1]."""
+        return (2 * target - 1).flatten(1)
 
     def solution(self, delta, target):
         return (target + delta).clamp(0, 1)
