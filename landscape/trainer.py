@@ -188,11 +188,15 @@ class ThetaTrainer:
         return loss.item() / scale
 
     def heldout_loss(self) -> float:
-        """Mean held-out loss after ``eval_budget`` steps in Z (the same starts every time)."""
+        """Mean held-out loss after ``eval_budget`` steps in Z: the same starts, and the same draws of
+        any randomness inside the objective (e.g. augmentations), every time; the training's own
+        random stream is left as it was, so evaluating does not change what is trained."""
         cfg = self.cfg
         target = target_to(self.problem.heldout(cfg.eval_n), self.device)
         z0 = self.space.init(target_len(target), torch.Generator().manual_seed(cfg.seed + 12345), self.device)
-        with self.frozen():
+        devices = [self.device] if self.device.type == "cuda" else []
+        with self.frozen(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed + 54321)
             res = self.space.descend(target, z0, cfg.eval_budget, cfg.lr_z, cfg.rule)
         return float(res.losses[-1].mean())
 

@@ -25,7 +25,7 @@ def plot_metric_vs_budget(summary: pd.DataFrame, metric: str, path: Path, title:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for space, label, color in (("X", "plain latent space (X)", "tab:gray"), ("Z", "learned landscape (Z)", "tab:red")):
+    for space, label, color in (("X", "plain space (X)", "tab:gray"), ("Z", "learned landscape (Z)", "tab:red")):
         g = summary[(summary["space"] == space) & (summary["metric"] == metric)].sort_values("budget")
         if g.empty:
             continue

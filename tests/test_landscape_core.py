@@ -252,3 +252,21 @@ def test_resume_reproduces_uninterrupted_training_exactly(method, tmp_path):
 def test_an_unknown_method_is_refused():
     with pytest.raises(LandscapeError, match="method"):
         TrainConfig(method="magic").validate()
+
+
+class Noisy(IllConditioned):
+    """An objective with randomness inside (as augmentations are in the reverse attack's loss)."""
+
+    def objective(self, x, target):
+        return super().objective(x, target) * (1 + 0.1 * torch.randn(len(x)))
+
+
+def test_the_heldout_evaluation_is_repeatable_and_does_not_change_training():
+    cfg = dict(COORD, iterations=6, batch_size=16, collect_batch=16)
+    quiet = ThetaTrainer(Noisy(), TrainConfig(eval_every=0, **cfg))
+    quiet.train(progress=False)
+    watched = ThetaTrainer(Noisy(), TrainConfig(eval_every=2, **cfg))
+    watched.train(progress=False)
+    for a, b in zip(quiet.theta.state_dict().values(), watched.theta.state_dict().values()):
+        assert torch.equal(a, b)
+    assert watched.heldout_loss() == watched.heldout_loss()

@@ -56,3 +56,28 @@ def test_report_files(tmp_path):
     assert len(load_runs([run, run])) == 2 * len(df)
     with pytest.raises(ReportError, match="no results"):
         load_runs([tmp_path / "empty"])
+
+
+def test_headline_figures_draw_worst_case_and_clean_against_k_and_compute(tmp_path):
+    from evaluator.report import _suite_rows
+
+    rows = sound() + [row("suite[pgd+nonadaptive,pgd+bpda]", 0.25), row("none", 0.7, defense="reverse-z", landscape="z"),
+                      row("pgd+bpda", 0.35, defense="reverse-z", landscape="z")]
+    df = pd.DataFrame(rows).drop(columns="run")
+    for col, k in (("purifier_forward", 11), ("purifier_backward", 10)):
+        df[col] = [0 if d == "none" else k for d in df["defense"]]
+    worst = _suite_rows(df.assign(run="r")).set_index(["defense", "landscape"])["accuracy"]
+    # the suite row where a cell has one, else its single (or weakest) attack
+    assert worst[("purify-x", "x")] == 0.25 and worst[("reverse-z", "z")] == 0.35 and worst[("none", "none")] == 0.0
+    run = tmp_path / "run1"
+    run.mkdir()
+    df.to_csv(run / "results.csv", index=False)
+    path, _ = write_report([run], run)
+    assert "headline.png" in path.read_text() and "headline_vs_compute.png" in path.read_text()
+    assert (run / "headline.png").stat().st_size > 1000 and (run / "headline_vs_compute.png").stat().st_size > 1000
+    # an undefended-only run has no headline to draw (and says nothing about one)
+    only = tmp_path / "run2"
+    only.mkdir()
+    df[df["defense"] == "none"].to_csv(only / "results.csv", index=False)
+    path, _ = write_report([only], only)
+    assert "headline" not in path.read_text()
