@@ -82,6 +82,8 @@ def _check_values(name: str, p: dict, confirmed: bool) -> None:
     for key in ("alpha", "lr"):
         if key in p and not p[key] > 0:
             raise AttackError(f"attack {name!r}: {key} (step size) must be > 0, got {p[key]}")
+    if "weight" in p and not p["weight"] > 0:
+        raise AttackError(f"attack {name!r}: weight (of the self-supervised term) must be > 0, got {p['weight']}")
     if not confirmed:
         if p["norm"] == "L2" and 0 < eps <= LIKELY_LINF_EPS_MAX:
             raise AttackError(

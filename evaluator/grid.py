@@ -105,14 +105,17 @@ def build_units(cfg: dict) -> list[Unit]:
     for m in modes:
         if m not in MODES:
             raise EvalError(f"unknown adaptive mode {m!r} in defense.modes; valid: {', '.join(MODES)}")
+    if len(set(modes)) != len(modes):
+        raise EvalError(f"defense.modes lists a mode twice: {modes}")
     per_attack = dcfg.get("attack_modes") or {}
     if not isinstance(per_attack, dict):
         raise EvalError(f"defense.attack_modes must map attack names to lists of modes, got {per_attack!r}")
     for n, ms in per_attack.items():
         if n not in names or attacks[n] is None:
             raise EvalError(f"defense.attack_modes names {n!r}, which is not an attack of this run ({', '.join(names)})")
-        if not isinstance(ms, list) or not ms or any(m not in MODES for m in ms):
-            raise EvalError(f"defense.attack_modes.{n} must be a non-empty list of modes ({', '.join(MODES)}), got {ms!r}")
+        if not isinstance(ms, list) or not ms or any(m not in MODES for m in ms) or len(set(ms)) != len(ms):
+            raise EvalError(f"defense.attack_modes.{n} must be a non-empty list of distinct modes ({', '.join(MODES)}), "
+                            f"got {ms!r}")
     for n, atk in attacks.items():
         if atk is not None and atk.spec.uses_natural_loss:
             wrong = [d for d in defenses if d not in NATURAL_LOSS_DEFENSES]

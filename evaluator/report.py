@@ -178,7 +178,9 @@ def _suite_rows(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in attacked.groupby(["run", "model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
         suite = g[g["attack"].str.startswith("suite[")]
-        out.append((suite if len(suite) else g.sort_values("accuracy")).iloc[0])
+        row = (suite if len(suite) else g.sort_values("accuracy")).iloc[0].copy()
+        row["attack_set"] = ",".join(sorted(a.split("+")[0] for a in g["attack"] if not a.startswith("suite[")))
+        out.append(row)
     return pd.DataFrame(out)
 
 
@@ -195,8 +197,9 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
     clean = df[df["attack"] == "none"]
     if worst.empty or (df["defense"] == "none").all():
         return False
-    if x == "passes" and "purifier_forward" not in df:
-        return False
+    if x == "passes" and ("purifier_forward" not in df
+                          or df.loc[df["defense"] != "none", ["purifier_forward", "purifier_backward"]].isna().any().any()):
+        return False   # runs written before the pass counter: nothing counted to draw against
     groups = sorted(worst[["norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
     colors = {"x": "tab:blue", "z": "tab:orange"}
@@ -206,11 +209,15 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
         runs = set(w["run"])
         for (run, defense, landscape), g in w[w["defense"] != "none"].groupby(["run", "defense", "landscape"], sort=True):
             c = clean[(clean["run"] == run) & (clean["defense"] == defense)]
+            # a cell skipped at some K (e.g. exact gradients over the memory cap) leaves that K's worst case over fewer attacks
+            partial = g["attack_set"].nunique() > 1
             for data, style, what in ((g, "-", "worst-case robust"), (c, "--", "clean after purification")):
                 data = data.sort_values("budget")
                 xs = (data["purifier_forward"] + data["purifier_backward"]) if x == "passes" else data["budget"]
                 xs = xs.clip(lower=0.5)
                 label = f"{defense} ({'learned Z' if landscape == 'z' else 'plain X'}): {what}" + (f" [{run}]" if several else "")
+                if partial and what == "worst-case robust":
+                    label += " (fewer attacks at some K: see skipped.csv)"
                 ax.plot(xs, data["accuracy"], style, marker="o", ms=3, color=colors.get(landscape, None), label=label)
                 ax.fill_between(xs, data["ci_low"], data["ci_high"], color=colors.get(landscape, "0.5"), alpha=0.12)
         for run in sorted(runs):
@@ -222,7 +229,8 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
                 ax.axhline(u["accuracy"].iloc[0], color="k", lw=0.9, ls="-", label="undefended: worst-case robust" if run == min(runs) else None)
                 ax.axhspan(u["ci_low"].iloc[0], u["ci_high"].iloc[0], color="k", alpha=0.06)
         ax.set_xscale("log")
-        ax.set_xlabel("purifier forward + backward passes per image (0 drawn at 0.5)" if x == "passes"
+        ax.set_xlabel("purifier objective evaluations + gradients per image (theta's own passes not counted; "
+                      "0 drawn at 0.5)" if x == "passes"
                       else "defense iteration budget K (K = 0 drawn at 0.5)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)

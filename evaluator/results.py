@@ -75,9 +75,9 @@ def results_from_records(per_image: pd.DataFrame, cells: pd.DataFrame, skipped: 
 
     ``cells``: one row per grid cell with its attack's settings (``EvalContext.meta``)."""
     keys = ["model", "defense", "landscape", "budget", "attack"]
-    for col in PASS_COLUMNS:   # records written before the pass counter had none: 0 (not counted)
+    for col in PASS_COLUMNS:   # records written before the pass counter had none: NaN (not counted, not zero)
         if col not in per_image:
-            per_image = per_image.assign(**{col: 0.0})
+            per_image = per_image.assign(**{col: float("nan")})
     grouped = per_image.groupby(keys, sort=False)
     seconds = grouped["seconds"].sum().reset_index().merge(grouped[PASS_COLUMNS].mean().reset_index(), on=keys)
     meta = cells.merge(seconds, on=keys, how="inner")

@@ -65,11 +65,13 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
         else:
             batch_seed = derive_seed(seed, unit.defense, unit.landscape, unit.budget, unit.attack_name, first)
         if unit.attack is not None:
-            key = (unit.attack.name, first, len(y), natural if unit.attack.spec.uses_natural_loss else None)
+            uses = unit.attack.spec.uses_natural_loss
+            key = (unit.attack.name, json.dumps(unit.attack.params, sort_keys=True), data.source, first, len(y),
+                   natural if uses else None)
             if transfer and cache is not None and key in cache:
                 x = cache[key].to(device)
             else:
-                x = unit.attack.run(target, x, y, batch_seed, natural)
+                x = unit.attack.run(target, x, y, batch_seed, natural if uses else None)
                 if transfer and cache is not None:
                     cache[key] = x.cpu()
         torch.manual_seed(batch_seed + 1)  # the deployed purifier's own random starts

@@ -11,6 +11,7 @@ from attacks.defense_aware import DefenseAwarePGD
 from cifar10.ssl_head import ContrastiveHead, SelfSupervised
 from defense.purifiers import ReversePurifier
 from evaluator.grid import EvalError, build_units
+from landscape.errors import LandscapeError
 from landscape_cli.main import main
 
 
@@ -54,8 +55,14 @@ def test_attack_modes_give_each_attack_its_own_modes_and_pgd_aware_needs_a_rever
     assert names == ["none", "fgsm+nonadaptive", "fgsm+bpda", "pgd-aware+bpda"]
     with pytest.raises(EvalError, match="attack_modes names 'pgd'"):
         build_units(base_cfg(attack_modes={"pgd": ["bpda"]}))
-    with pytest.raises(EvalError, match="list of modes"):
+    with pytest.raises(EvalError, match="distinct modes"):
         build_units(base_cfg(attack_modes={"fgsm": ["magic"]}))
+    with pytest.raises(EvalError, match="distinct modes"):   # a repeated mode would count its images twice
+        build_units(base_cfg(attack_modes={"fgsm": ["bpda", "bpda"]}))
+    with pytest.raises(EvalError, match="twice"):
+        build_units(base_cfg(modes=["bpda", "bpda"]))
+    with pytest.raises(LandscapeError, match="weight"):
+        get_attack("pgd-aware", {"weight": 0})
     cfg = base_cfg()
     cfg["defenses"] = ["none", "purify-x"]
     with pytest.raises(EvalError, match="self-supervised loss"):
