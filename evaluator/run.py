@@ -79,8 +79,8 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
         with torch.no_grad():
             out[start:start + len(y)] = (deployed(x).argmax(1) == y).cpu()
         if passes is not None and before is not None:
-            for key in ("forward", "backward"):
-                passes[key] = passes.get(key, 0) + purifier.passes[key] - before[key]
+            for kind in ("forward", "backward"):
+                passes[kind] = passes.get(kind, 0) + purifier.passes[kind] - before[kind]
         if bar is not None:
             bar.update(len(y))
     return out
@@ -116,7 +116,7 @@ class EvalContext:
         self.draws, self.max_gb = int(d.get("eot_draws", 8)), float(d.get("unrolled_max_gb", 4.0))
         self.model_name = str(cfg["model"]["name"])
         self.skipped: list[dict] = []
-        self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K
+        self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K (per worker)
 
     @classmethod
     def build(cls, cfg: dict, units: list | None = None) -> "EvalContext":
