@@ -135,9 +135,7 @@ class DefenseFactory:
                                f"{', '.join(sorted(self.defenses)) or 'none'}")
         m, steps = self.models, self.steps[defense]
         if defense == "reverse-x":
-            if steps is None:
-                steps = ("sign", self.step_scale * self.eps_rev / max(budget, 1))
-            return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps)
+            return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps, step_scale=self.step_scale)
         if defense == "reverse-z":
             return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps, theta=m["reverse_theta"])
         if defense == "purify-x":

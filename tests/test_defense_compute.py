@@ -138,3 +138,10 @@ def test_non_adaptive_adversarial_images_are_drawn_once_and_shared_by_every_cell
     attack_correct(net, Unit("reverse-x", "x", 3, "fgsm+bpda", atk, "bpda"), data, 4, 0, cpu,
                    purifier=ReversePurifier(ssl, budget=3), cache=cache)
     assert len(calls) == 6          # 2 more without the cache, 2 more: an adaptive attack attacks its own surrogate
+
+
+def test_reverse_step_scale_sets_the_plain_sign_step():
+    ssl = SelfSupervised(TinyNet(), ContrastiveHead(8, 16, 8))
+    eps = 16 / 255
+    assert ReversePurifier(ssl, budget=4, eps_rev=eps).steps == ("sign", eps / 4)
+    assert ReversePurifier(ssl, budget=4, eps_rev=eps, step_scale=2.5).steps == ("sign", 2.5 * eps / 4)

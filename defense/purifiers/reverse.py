@@ -5,8 +5,8 @@ self-supervised loss of x + delta, by K steps from R random starts, and classify
 It is :class:`~tasks.reverse.problem.ReverseAttackProblem` with the input image as the target
 (the same problem ``landscape train-theta --task reverse-cifar10`` trains theta on). Plain
 (``reverse-x``): projected sign-gradient descent on delta from a uniform start in the ball,
-step eps_rev / K unless ``steps`` says otherwise. Learned (``reverse-z``): descent on z through
-theta, with delta = eps_rev * tanh(theta(z)), so the bound holds at every step by construction.
+step ``step_scale`` x eps_rev / K (the paper's scale is 2.5) unless ``steps`` says otherwise.
+Learned (``reverse-z``): descent on z through theta, with delta = eps_rev * tanh(theta(z)), so the bound holds at every step by construction.
 
 Arguments: ``ssl`` (a :class:`~cifar10.ssl_head.SelfSupervised` loss), ``budget`` K,
 ``restarts`` R, ``eps_rev`` (8/255; the paper's 16/255 with 2.5 eps_rev / K steps costs the
@@ -28,8 +28,8 @@ from .base import Purifier
 
 
 def ReversePurifier(ssl: torch.nn.Module, budget: int, restarts: int = 1, eps_rev: float = 8 / 255, steps=None,
-                    theta=None, differentiable: bool = False) -> Purifier:
+                    theta=None, differentiable: bool = False, step_scale: float = 1.0) -> Purifier:
     if steps is None:
-        steps = ("sign", eps_rev / max(budget, 1)) if theta is None else ("adam", 0.1)
+        steps = ("sign", step_scale * eps_rev / max(budget, 1)) if theta is None else ("adam", 0.1)
     problem = ReverseAttackProblem(ssl, eps_rev, groups=restarts)
     return Purifier(problem, budget, restarts, steps, theta, differentiable, prefix="reverse")
