@@ -7,6 +7,8 @@ with 100 steps (APGD-T and FAB-T over 9 target classes) and Square with 5000 que
 the ``rand`` version (for defenses with randomness) runs APGD-CE and APGD-DLR with
 expectation over 20 transformations (EOT). An image counts as robust only if it survives
 every attack of the ensemble (``torchattacks.MultiAttack`` attacks the survivors in turn).
+Square keeps the original's schedule of square sizes (p_init 0.8, not rescaled to n_queries).
+``autoattack-original`` runs the original package on the same images as a cross-check.
 
 Arguments (config ``attack_params.autoattack``): ``norm`` (Linf | L2), ``eps``,
 ``version`` (standard | rand), ``steps`` (100), ``n_queries`` (5000), ``eot_iter`` (20, rand
@@ -34,7 +36,8 @@ def build_autoattack(model, p: dict):
             torchattacks.APGD(model, loss="ce", steps=steps, n_restarts=1, **common),
             torchattacks.APGDT(model, steps=steps, n_restarts=1, n_classes=p["n_classes"], **common),
             torchattacks.FAB(model, steps=steps, n_restarts=1, multi_targeted=True, n_classes=p["n_classes"], **common),
-            torchattacks.Square(model, n_queries=p["n_queries"], n_restarts=1, **common),
+            # the original's schedule of the square size p (torchattacks rescales it to n_queries by default)
+            torchattacks.Square(model, n_queries=p["n_queries"], n_restarts=1, p_init=0.8, resc_schedule=False, **common),
         ])
     if version == "rand":
         return torchattacks.MultiAttack([

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torchattacks
 
 from .autoattack import VERSIONS, build_autoattack
+from .autoattack_original import build_original_autoattack
 from .base import AttackError, AttackSpec, BoundAttack
 from .defense_aware import DefenseAwarePGD
 
@@ -77,6 +78,10 @@ ATTACKS: dict[str, AttackSpec] = {
     "autoattack-rand": AttackSpec("autoattack-rand", lambda m, p: build_autoattack(m, {**p, "version": "rand"}),
                                   {"eps": None, "norm": "Linf", "steps": 100, "eot_iter": 20, "n_classes": 10},
                                   norms=("Linf", "L2"), doc="AutoAttack rand version (APGD-CE, APGD-DLR, EOT 20)"),
+    "autoattack-original": AttackSpec("autoattack-original", build_original_autoattack,
+                                      {"eps": None, "norm": "Linf", "version": "standard", "steps": 100,
+                                       "n_queries": 5000}, norms=("Linf", "L2"),
+                                      doc="the original AutoAttack (pyautoattack), a cross-check of autoattack"),
 }
 
 NO_ATTACK = "none"
@@ -95,6 +100,6 @@ def get_attack(name: str, params: dict | None = None, eps_defaults: dict | None 
     if name not in ATTACKS:
         raise AttackError(f"unknown attack {name!r}; valid choices: {', '.join(attack_names())}")
     params = dict(params or {})
-    if name == "autoattack" and params.get("version", "standard") not in VERSIONS:
-        raise AttackError(f"autoattack version must be one of {', '.join(VERSIONS)}, got {params['version']!r}")
+    if name in ("autoattack", "autoattack-original") and params.get("version", "standard") not in VERSIONS:
+        raise AttackError(f"{name} version must be one of {', '.join(VERSIONS)}, got {params['version']!r}")
     return ATTACKS[name].bind(params, eps_defaults)

@@ -118,6 +118,12 @@ class DefenseFactory:
                 raise DefenseError(f"defense.reverse_step_scale must be > 0, got {c.get('reverse_step_scale')!r}")
         if "reverse-z" in want:
             self.models["reverse_theta"], tcfg = load_theta(resolve_path(c["reverse_theta"]))
+            trained_at = (tcfg.get("extra") or {}).get("eps_rev")
+            if trained_at is not None and abs(float(trained_at) - self.eps_rev) > 1e-9:
+                raise DefenseError(f"reverse theta {c['reverse_theta']} was trained at eps_rev {float(trained_at) * 255:.4g}/255, "
+                                   f"but defense.eps_rev is {self.eps_rev * 255:.4g}/255: its landscape maps into "
+                                   f"the other ball; set defense.eps_rev to match, or train a theta at this radius "
+                                   f"(`landscape train-theta --task reverse-cifar10 eps_rev=...`)")
             spec = c.get("reverse_steps")
             self.steps["reverse-z"] = load_step_table(spec, "z", None) if spec else (tcfg["rule"], float(tcfg["lr_z"]))
         self.to(self.device)

@@ -4,6 +4,7 @@ from defense.defenses import DEFENSE_DEFAULTS
 
 EVAL_DEFAULTS = {
     "seed": 0,
+    "runs": 1,                 # repeats of every randomized cell, with seeds derived from seed (run 0 uses seed)
     "device": "auto",          # auto | cpu | cuda | cuda:N
     "threads": 0,              # torch CPU threads; 0 keeps torch's default
     "model": MODEL_DEFAULTS,

@@ -42,6 +42,26 @@ class Unit:
     attack_name: str
     attack: BoundAttack | None
     mode: str | None = None
+    draws: int | None = None     # EOT draws of this cell (a list of defense.eot_draws); None: the run's one value
+
+    @property
+    def randomized(self) -> bool:
+        """Would another seed give another answer? (a purifier's random starts, an attack's random
+        start, restarts or queries); ``runs=N`` repeats only these cells."""
+        if self.defense != "none":
+            return True
+        if self.attack is None:
+            return False
+        return self.attack.name not in DETERMINISTIC_ATTACKS and self.attack.params.get("random_start", True) is not False
+
+
+#: attacks with no randomness of their own (given the image, the same adversarial example every time)
+DETERMINISTIC_ATTACKS = {"fgsm", "cw"}
+
+
+def run_seed(seed: int, run: int) -> int:
+    """The seed of repeat ``run`` (0: the run seed itself, so ``runs=1`` is the plain run)."""
+    return int(seed) if run == 0 else derive_seed(seed, "run", run)
 
 
 def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False):
@@ -58,6 +78,8 @@ def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False):
 def check_config(cfg: dict) -> None:
     """Type and range checks of the plain settings, so bad values get a clear error, not a traceback."""
     _whole(cfg, "seed", 0)
+    if "runs" in cfg:
+        _whole(cfg, "runs", 1)
     _whole(cfg, "threads", 0)
     _whole(cfg, "eval.batch_size", 1)
     shard = _whole(cfg, "eval.shard_size", 1, allow_none=True)
@@ -79,6 +101,31 @@ def check_config(cfg: dict) -> None:
             raise EvalError(f"{key} must be a list such as [none, pgd], got {value!r}")
 
 
+#: attack parameters that may be lists: the attacker's budget as a second axis of the grid
+BUDGET_KEYS = ("steps", "n_queries")
+
+
+def _whole_list(values, what: str) -> list[int]:
+    if (not isinstance(values, list) or not values or len(set(map(str, values))) != len(values)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)):
+        raise EvalError(f"{what} must be a whole number >= 1 or a non-empty list of distinct ones, got {values!r}")
+    return values
+
+
+def expand_budgets(name: str, params: dict | None) -> list[tuple[str, dict]]:
+    """(label, params) per attacker budget: ``pgd`` with ``steps: [10, 50]`` is ``pgd[steps=10]``
+    and ``pgd[steps=50]``; without a list, the attack as named."""
+    params = dict(params or {})
+    lists = [k for k in BUDGET_KEYS if isinstance(params.get(k), list)]
+    if not lists:
+        return [(name, params)]
+    if len(lists) > 1:
+        raise EvalError(f"attack_params.{name}: only one budget may be a list, got lists for {', '.join(lists)}")
+    key = lists[0]
+    values = _whole_list(params[key], f"attack_params.{name}.{key}")
+    return [(f"{name}[{key}={v}]", {**params, key: v}) for v in values]
+
+
 def build_units(cfg: dict) -> list[Unit]:
     check_config(cfg)
     defenses = cfg.get("defenses") or ["none"]
@@ -92,9 +139,15 @@ def build_units(cfg: dict) -> list[Unit]:
         raise EvalError(f"attacks lists a name twice: {names}")
     params = cfg.get("attack_params") or {}
     for key in params:
-        if key not in names:
-            get_attack(key, params[key], cfg.get("eps"))  # unknown names raise; known-but-unused are checked
-    attacks = {n: get_attack(n, params.get(n), cfg.get("eps")) for n in names}
+        if key not in names:   # unknown names raise; known-but-unused are checked
+            for _, p in expand_budgets(key, params[key]):
+                get_attack(key, p, cfg.get("eps"))
+    attacks = {n: get_attack(n, params.get(n), cfg.get("eps")) if n == NO_ATTACK else None for n in names}
+    labels = {}   # base name -> [(label, bound attack)], one per attacker budget
+    for n in names:
+        labels[n] = ([(n, None)] if n == NO_ATTACK else
+                     [(label, get_attack(n, p, cfg.get("eps"))) for label, p in expand_budgets(n, params.get(n))])
+        attacks[n] = labels[n][0][1]
     dcfg = cfg.get("defense") or {}
     budgets = dcfg.get("budgets", [0])
     if not isinstance(budgets, list) or any(isinstance(k, bool) or not isinstance(k, int) for k in budgets):
@@ -123,15 +176,26 @@ def build_units(cfg: dict) -> list[Unit]:
                 raise EvalError(f"attack {n!r} needs a defense with a self-supervised loss "
                                 f"({', '.join(sorted(NATURAL_LOSS_DEFENSES - {'none'}))}; none runs it as PGD), "
                                 f"not {', '.join(wrong)}")
+    eot = dcfg.get("eot_draws", 8)
+    draws = [None] if not isinstance(eot, list) else _whole_list(eot, "defense.eot_draws")
+    if not isinstance(eot, list):
+        _whole({"eot_draws": eot}, "eot_draws", 1)
+
+    def modes_of(n):   # (mode, label suffix, draws): an EOT mode once per listed number of draws
+        for m in per_attack.get(n, modes):
+            for dr in (draws if "eot" in m else [None]):
+                yield m, (f"+{m}" if dr is None else f"+{m}[draws={dr}]"), dr
+
     units = []
     for d in defenses:
         if d == "none":
-            units += [Unit(d, "none", 0, n, attacks[n]) for n in names]
+            units += [Unit(d, "none", 0, label, atk) for n in names for label, atk in labels[n]]
             continue
         for k in budgets:
             for n in names:
-                if attacks[n] is None:
-                    units.append(Unit(d, DEFENSES[d], k, n, None))
-                else:
-                    units += [Unit(d, DEFENSES[d], k, f"{n}+{m}", attacks[n], m) for m in per_attack.get(n, modes)]
+                for label, atk in labels[n]:
+                    if atk is None:
+                        units.append(Unit(d, DEFENSES[d], k, label, None))
+                    else:
+                        units += [Unit(d, DEFENSES[d], k, label + suffix, atk, m, dr) for m, suffix, dr in modes_of(n)]
     return units

@@ -4,7 +4,11 @@ The checks follow Carlini et al., "On Evaluating Adversarial Robustness" (2019):
 under attack never above clean accuracy; more attack iterations never raise accuracy;
 adaptive attacks never weaker than non-adaptive ones; a very large eps drives accuracy to
 chance. A purifier whose clean accuracy falls more than 10 points below the undefended
-classifier is flagged too: its robust accuracy says little.
+classifier is flagged too: its robust accuracy says little. Two more follow AutoAttack's own
+warnings (Croce & Hein 2020): ``autoattack`` and the original package (``autoattack-original``)
+disagree by more than a point on the same images; Square, which needs no gradients, breaks more
+than half a point of images that every gradient attack missed (a sign of masked gradients); accuracy
+still falls by more than a point when the attack's steps double (the attack had not converged).
 """
 from __future__ import annotations
 
@@ -17,6 +21,12 @@ from landscape.io import atomic_write, atomic_write_text
 
 CHANCE = 0.1
 LARGE_EPS = {"Linf": 0.5, "L2": 10.0}
+AUTOATTACK_GAP = 0.01       # autoattack vs autoattack-original on the same images
+SQUARE_GAP = 0.005          # share of images only the gradient-free attack breaks
+CONVERGED_GAP = 0.01        # accuracy drop when the attacker's budget doubles
+GRADIENT_FREE = {"square"}
+#: attacks that contain a gradient-free member (not counted among the gradient attacks)
+MIXED = {"autoattack", "autoattack-original"}
 
 
 class ReportError(LandscapeError, ValueError):
@@ -42,12 +52,36 @@ def load_runs(dirs) -> pd.DataFrame:
     return df
 
 
+def load_per_image(dirs) -> pd.DataFrame | None:
+    """The per-image tables of the runs that have one (None if none has)."""
+    frames = []
+    for d in dirs:
+        path = Path(d) / "per_image.parquet"
+        if path.is_file():
+            g = pd.read_parquet(path, columns=["model", "defense", "landscape", "budget", "attack", "index", "correct"])
+            g.insert(0, "run", Path(d).name)
+            frames.append(g)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def _split_attack(name: str) -> tuple[str, str]:
+    """``pgd[steps=50]+eot[draws=8]`` -> (``pgd``, ``eot[draws=8]``): the attack without its budget label."""
     base, _, mode = name.partition("+")
-    return base, mode or "none"
+    return base.split("[")[0], mode or "none"
 
 
-def sanity_checks(df: pd.DataFrame) -> pd.DataFrame:
+def load_probes(dirs) -> pd.DataFrame | None:
+    """The model probes (``probes.csv``, written by ``landscape eval``) of the runs that have them."""
+    frames = []
+    for d in dirs:
+        path = Path(d) / "probes.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(run=Path(d).name))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def sanity_checks(df: pd.DataFrame, per_image: pd.DataFrame | None = None,
+                  probes: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per check and group: ``status`` is ok, FAIL or not run, with what was compared."""
     rows = []
     df = df[~df["attack"].str.startswith("suite[")].copy()
@@ -89,7 +123,7 @@ def sanity_checks(df: pd.DataFrame) -> pd.DataFrame:
 
     # 3. adaptive modes never weaker than nonadaptive
     n3, start = 0, len(rows)
-    for key, g in attacked.groupby(cell + ["base", "norm", "eps"]):
+    for key, g in attacked.groupby(cell + ["base", "steps", "norm", "eps"]):
         na = g[g["mode"] == "nonadaptive"]
         if na.empty:
             continue
@@ -126,6 +160,95 @@ def sanity_checks(df: pd.DataFrame) -> pd.DataFrame:
                 rows.append(_fail("purifier costs > 10 points clean accuracy", r,
                                   f"clean after purification {r['accuracy']:.3f} vs undefended {u:.3f}"))
     rows.append(_summary("purifier costs > 10 points clean accuracy", n5, rows[start:]))
+
+    # 6. our AutoAttack and the original agree on the same images (same run, cell, mode, threat model)
+    n6, start = 0, len(rows)
+    for key, g in attacked[attacked["base"].isin(MIXED)].groupby(cell + ["mode", "norm", "eps"]):
+        by = g.set_index("base")["accuracy"]
+        if len(by) == 2:
+            n6 += 1
+            gap = float(by["autoattack"] - by["autoattack-original"])
+            if abs(gap) > AUTOATTACK_GAP:
+                rows.append(_fail("autoattack disagrees with the original", g.iloc[0],
+                                  f"{key[-3]}: autoattack {by['autoattack']:.3f} vs autoattack-original "
+                                  f"{by['autoattack-original']:.3f} (gap {100 * gap:+.1f} points)"))
+    rows.append(_summary("autoattack disagrees with the original", n6, rows[start:],
+                         hint="add autoattack-original beside autoattack to attacks=[...] (same run, same images)"))
+
+    # 7. Square breaks images every gradient attack missed (masked gradients)
+    n7, start = 0, len(rows)
+    if per_image is not None:
+        pi = per_image[per_image["attack"] != "none"].copy()
+        pi["base"] = [_split_attack(a)[0] for a in pi["attack"]]
+        for key, g in pi.groupby(cell):
+            free = g[g["base"].isin(GRADIENT_FREE)]
+            grad = g[~g["base"].isin(GRADIENT_FREE | MIXED)]
+            if free.empty or grad.empty:
+                continue
+            n7 += 1
+            survives_grad = grad.groupby("index")["correct"].all()
+            broken_free = ~free.groupby("index")["correct"].all()
+            both = survives_grad.index.intersection(broken_free.index)
+            only_free = int((survives_grad[both] & broken_free[both]).sum())
+            if only_free > SQUARE_GAP * len(both):
+                r = dict(zip(cell, key))
+                rows.append(_fail("Square beats the gradient attacks", r,
+                                  f"{only_free} of {len(both)} images ({100 * only_free / len(both):.1f}%) broken by "
+                                  f"{', '.join(sorted(free['attack'].unique()))} but by none of "
+                                  f"{', '.join(sorted(grad['attack'].unique()))}"))
+    rows.append(_summary("Square beats the gradient attacks", n7, rows[start:],
+                         hint="add square beside a gradient attack to attacks=[...] (needs the run's per_image.parquet)"))
+
+    # 8. the attack had converged: doubling its budget no longer lowers accuracy (by more than a point)
+    n8, start = 0, len(rows)
+    for _, g in attacked.groupby(cell + ["base", "mode", "norm", "eps"]):
+        g = g[g["steps"] > 0].sort_values("steps")
+        top = g.iloc[-1] if len(g) else None
+        half = g[g["steps"] * 2 <= (top["steps"] if top is not None else 0)]
+        if top is None or half.empty:
+            continue
+        n8 += 1
+        ref = half.iloc[-1]
+        if ref["accuracy"] - top["accuracy"] > CONVERGED_GAP:
+            rows.append(_fail("attack had not converged", top,
+                              f"{top['base']}+{top['mode']}: {int(ref['steps'])} steps {ref['accuracy']:.3f} -> "
+                              f"{int(top['steps'])} steps {top['accuracy']:.3f}: give it more steps"))
+    rows.append(_summary("attack had not converged", n8, rows[start:],
+                         hint="give an attack a list of budgets, e.g. attack_params.pgd.steps=[10,20,40]"))
+
+    # 9-11. what the probes of the models found (AutoAttack's checks): randomness, gradients, probabilities
+    hint = "written by landscape eval (probes.csv); rerun the run to get it"
+    n9 = n10 = n11 = 0
+    start = len(rows)
+    if probes is not None:
+        deployed = probes[probes["mode"] == "none"]
+        for _, p in deployed.iterrows():
+            key = (p["run"], p["defense"], p["landscape"], p["budget"])
+            cell_rows = attacked[(attacked["run"] == key[0]) & (attacked["defense"] == key[1])
+                                 & (attacked["landscape"] == key[2]) & (attacked["budget"] == key[3])]
+            if cell_rows.empty:
+                continue
+            n9 += 1
+            eot = cell_rows["mode"].str.contains("eot") | cell_rows["attack"].str.startswith("autoattack-rand") | \
+                cell_rows["params"].astype(str).str.contains('"version": "rand"')
+            if bool(p["randomized"]) and not eot.any():
+                rows.append(_fail("randomized model attacked without EOT", p,
+                                  f"logits of the same images differ by up to {p['logit_spread']:.3g} across calls, but "
+                                  f"no attack on it averages over its randomness ({', '.join(sorted(cell_rows['attack']))})"))
+        for _, p in probes[probes["mode"] != "none"].iterrows():
+            n10 += 1
+            if p["zero_grad_share"] > 0 or p["nonfinite_grad_share"] > 0:
+                rows.append(_fail("zero or non-finite gradients", p,
+                                  f"mode {p['mode']}: {100 * p['zero_grad_share']:.0f}% of probed images with an all-zero "
+                                  f"input gradient, {100 * p['nonfinite_grad_share']:.0f}% not finite"))
+        for run, g in probes.groupby("run"):
+            n11 += 1
+            if g["softmax_output"].astype(bool).any():
+                rows.append(_fail("model outputs probabilities", {"run": run, "defense": "", "landscape": "", "budget": ""},
+                                  "the classifier's outputs lie in [0, 1] and sum to 1: give the attacks logits"))
+    for check, n in (("randomized model attacked without EOT", n9), ("zero or non-finite gradients", n10),
+                     ("model outputs probabilities", n11)):
+        rows.append(_summary(check, n, rows[start:], hint=hint))
     return pd.DataFrame(rows)
 
 
@@ -140,6 +263,83 @@ def _summary(check, n, rows, hint=""):
     detail = hint if n == 0 else f"{n} comparisons, {fails} failed"
     return {"check": check, "status": status, "run": "", "defense": "", "landscape": "", "budget": "",
             "detail": detail, "summary": True}
+
+
+def attacker_budget_groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(title, axis label, rows with ``abudget``) per attack whose budget varies in a run: the steps
+    (``attack_params.<a>.steps`` or ``n_queries`` lists) or the EOT draws (a ``defense.eot_draws`` list)."""
+    d = df[~df["attack"].str.startswith("suite[") & (df["attack"] != "none")].copy()
+    if d.empty:
+        return []
+    parts = d["attack"].map(_split_attack)
+    d["base"] = [p[0] for p in parts]
+    d["draws"] = d["attack"].str.extract(r"draws=(\d+)")[0].astype(float)
+    d["mode"] = [p[1].split("[")[0] for p in parts]
+    out = []
+    for axis, other, label in (("steps", "draws", "attack steps (or queries)"), ("draws", "steps", "EOT draws")):
+        dd = d.dropna(subset=[axis]) if axis == "draws" else d
+        for key, g in dd.groupby(["run", "model", "defense", "landscape", "base", "mode", other], dropna=False, sort=True):
+            if g[axis].nunique() < 2:
+                continue
+            run, model, defense, _, base, mode, o = key
+            extra = "" if pd.isna(o) else f", {other} {int(o)}"
+            attack = base if mode == "none" else f"{base}+{mode}"
+            title = f"{'undefended' if defense == 'none' else defense}: {attack}{extra}" + (
+                f" ({run})" if df["run"].nunique() > 1 else "")
+            out.append((title, label, g.assign(abudget=g[axis].astype(int))))
+    return out
+
+
+def plot_attacker_budget(df: pd.DataFrame, heatmap: Path, curves: Path) -> bool:
+    """Robust accuracy over defense K x attacker budget (a heatmap per attack) and its convergence
+    curves (accuracy vs the attacker's budget, one line per K); False when no budget varies."""
+    groups = attacker_budget_groups(df)
+    if not groups:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(groups)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig2, axes2 = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for i, (title, label, g) in enumerate(groups):
+        ax, ax2 = axes[i // cols][i % cols], axes2[i // cols][i % cols]
+        table = g.pivot_table(index="budget", columns="abudget", values="accuracy", aggfunc="first").sort_index()
+        im = ax.imshow(100 * table.values, cmap="viridis", vmin=0, vmax=100, aspect="auto", origin="lower")
+        ax.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+        ax.set_yticks(range(len(table.index)), [str(k) for k in table.index])
+        for (r, c), v in pd.DataFrame(table.values).stack().items():
+            ax.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        ax.set_xlabel(label)
+        ax.set_ylabel("defense budget K")
+        ax.set_title(title, fontsize=8)
+        fig.colorbar(im, ax=ax, label="robust accuracy (%)")
+        for k, gk in g.groupby("budget", sort=True):
+            gk = gk.sort_values("abudget")
+            line, = ax2.plot(gk["abudget"], gk["accuracy"], "o-", ms=3, label=f"K={k}")
+            ax2.fill_between(gk["abudget"], gk["ci_low"], gk["ci_high"], color=line.get_color(), alpha=0.15)
+        ax2.set_xscale("log")
+        ticks = sorted(g["abudget"].unique())
+        ax2.set_xticks(ticks, [str(t) for t in ticks])
+        ax2.minorticks_off()
+        ax2.set_ylim(0, 1)
+        ax2.set_xlabel(label)
+        ax2.set_ylabel("accuracy")
+        ax2.set_title(title, fontsize=8)
+        ax2.grid(True, which="both", alpha=0.3)
+        ax2.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for j in range(n, rows * cols):
+        axes[j // cols][j % cols].axis("off")
+        axes2[j // cols][j % cols].axis("off")
+    for f, path in ((fig, heatmap), (fig2, curves)):
+        f.tight_layout()
+        atomic_write(path, lambda p, f=f: f.savefig(p, format="png", dpi=120))
+        plt.close(f)
+    return True
 
 
 def plot_budget(df: pd.DataFrame, path: Path) -> None:
@@ -253,11 +453,18 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
     df = load_runs(dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checks = sanity_checks(df)
+    checks = sanity_checks(df, load_per_image(dirs), load_probes(dirs))
     plot_budget(df, out / "robust_accuracy_vs_budget.png")
     headline = plot_headline(df, out / "headline.png")
     compute = plot_headline(df, out / "headline_vs_compute.png", x="passes")
+    budget_axis = plot_attacker_budget(df, out / "attacker_budget.png", out / "attacker_convergence.png")
     lines = ["# Robustness report", "", f"Runs: {', '.join(sorted(df['run'].unique()))}.", ""]
+    lines += ["## Red flags (Carlini et al. 2019; AutoAttack's own checks)", ""]
+    summ = checks[checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
+    lines += [summ[["check", "status", "detail"]].to_markdown(index=False), ""]
+    fails = checks[(checks["status"] == "FAIL") & ~checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
+    if not fails.empty:
+        lines += ["### Failures", "", fails[["check", "run", "defense", "landscape", "budget", "detail"]].to_markdown(index=False), ""]
     if headline:
         lines += ["Worst-case robust accuracy (an image counts only if it survives every attack of its run) and clean "
                   "accuracy after purification, against the budget K and against the defender's compute:", "",
@@ -267,22 +474,26 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
     sources = sorted(df["data"].dropna().unique()) if "data" in df else []
     if any("jpeg" in s.lower() for s in sources):
         lines += ["Measured on the JPEG copy of CIFAR-10 (quality 75), not the original test set.", ""]
-    lines += ["Accuracy in % with 95% Wilson intervals; clean accuracy after purification is the `none` column.", ""]
+    lines += ["Accuracy in % with 95% Wilson intervals; clean accuracy after purification is the `none` column. "
+              "Where a cell was repeated (`runs=N`), its accuracy counts an image only if it was correct in every "
+              "run, followed by the runs' own mean ± std and the worst run.", ""]
     for run, g in df.groupby("run", sort=True):
         lines += [f"## {run}", ""]
         g = g.copy()
         g["cell"] = [_pct(a, lo, hi) for a, lo, hi in zip(g["accuracy"], g["ci_low"], g["ci_high"])]
+        if "runs" in g and (g["runs"] > 1).any():   # repeats: the per-image worst case, then the runs themselves
+            g["cell"] = [c if r <= 1 else f"{c}; runs {100 * m:.1f} ± {100 * sd:.1f}, worst {100 * w:.1f} (n={r})"
+                         for c, r, m, sd, w in zip(g["cell"], g["runs"], g["acc_mean"], g["acc_std"], g["acc_worst_run"])]
         table = g.pivot_table(index=["model", "defense", "landscape", "budget"], columns="attack", values="cell",
                               aggfunc="first", sort=True)
         cols = ["none"] + [c for c in table.columns if c != "none"]
         table = table[[c for c in cols if c in table.columns]]
         lines += [table.reset_index().to_markdown(index=False), ""]
-    lines += ["## Sanity checks (Carlini et al. 2019)", ""]
-    summ = checks[checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
-    lines += [summ[["check", "status", "detail"]].to_markdown(index=False), ""]
-    fails = checks[(checks["status"] == "FAIL") & ~checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
-    if not fails.empty:
-        lines += ["### Failures", "", fails[["check", "run", "defense", "landscape", "budget", "detail"]].to_markdown(index=False), ""]
+    if budget_axis:
+        lines += ["## The attacker's budget", "",
+                  "Robust accuracy over the defense's K and the attacker's budget, and the attack's convergence "
+                  "per K (a curve still falling at its right end: the attack had not converged):", "",
+                  "![attacker budget](attacker_budget.png)", "", "![attacker convergence](attacker_convergence.png)", ""]
     lines += ["![robust accuracy vs budget](robust_accuracy_vs_budget.png)", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))

@@ -14,10 +14,11 @@ from landscape.io import atomic_write, atomic_write_text
 from landscape.stats import wilson_interval
 
 RESULT_COLUMNS = ["model", "defense", "landscape", "budget", "attack", "norm", "eps", "n", "correct",
-                  "accuracy", "ci_low", "ci_high", "seconds", "purifier_forward", "purifier_backward", "data", "steps",
-                  "params"]
-#: per-image compute columns: the deployed purifier's objective evaluations and gradients per image (counted)
-PASS_COLUMNS = ["purifier_forward", "purifier_backward"]
+                  "accuracy", "ci_low", "ci_high", "runs", "acc_mean", "acc_std", "acc_worst_run", "seconds",
+                  "purifier_forward", "purifier_backward", "attack_forward", "attack_backward", "data", "steps", "params"]
+#: per-image compute columns, counted: the deployed purifier's objective evaluations and gradients, and the
+#: attack's forward passes and input gradients of the model it attacks (0 for clean accuracy)
+PASS_COLUMNS = ["purifier_forward", "purifier_backward", "attack_forward", "attack_backward"]
 
 
 
@@ -35,11 +36,26 @@ def package_versions() -> dict:
     return out
 
 
+def _run_stats(per_run: pd.Series) -> dict:
+    """Accuracies of the repeats of one cell: how many, their mean, std (NaN for one) and the worst."""
+    return {"runs": int(len(per_run)), "acc_mean": float(per_run.mean()),
+            "acc_std": float(per_run.std()) if len(per_run) > 1 else float("nan"), "acc_worst_run": float(per_run.min())}
+
+
 def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """One row per grid cell, plus a ``suite[...]`` row per (defense, norm, eps) with several attacks."""
+    """One row per grid cell, plus a ``suite[...]`` row per (defense, norm, eps) with several attacks.
+
+    With repeats (``runs=N``, a ``run`` column) an image counts as correct only if it was in every
+    run (``correct``, ``accuracy`` and the interval are that per-image worst case); ``acc_mean``,
+    ``acc_std`` and ``acc_worst_run`` describe the runs' own accuracies."""
     keys = ["model", "defense", "landscape", "budget", "attack"]
-    counts = per_image.groupby(keys, sort=False)["correct"].agg(["size", "sum"]).reset_index()
-    rows = counts.merge(meta, on=keys, how="left")
+    if "run" not in per_image:
+        per_image = per_image.assign(run=0)
+    worst = per_image.groupby(keys + ["index"], sort=False)["correct"].all().reset_index()
+    counts = worst.groupby(keys, sort=False)["correct"].agg(["size", "sum"]).reset_index()
+    per_run = per_image.groupby(keys + ["run"], sort=False)["correct"].mean()
+    stats = pd.DataFrame([{**dict(zip(keys, k)), **_run_stats(g)} for k, g in per_run.groupby(level=keys, sort=False)])
+    rows = counts.merge(stats, on=keys, how="left").merge(meta, on=keys, how="left")
     rows = rows.rename(columns={"size": "n", "sum": "correct"})
 
     suites = []
@@ -52,17 +68,27 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
         sel = per_image[(per_image["model"] == model) & (per_image["defense"] == defense)
                         & (per_image["landscape"] == landscape) & (per_image["budget"] == budget)
                         & per_image["attack"].isin(names)]
-        survived = sel.groupby("index")["correct"].all()
+        survived = sel.groupby("index")["correct"].all()   # every attack, every run
+        # run r of the suite: each member's run r (a member that was not repeated: its one run)
+        accs = []
+        for r in sorted(sel["run"].unique()):
+            parts = [g[g["run"] == (r if r in set(g["run"]) else 0)] for _, g in sel.groupby("attack")]
+            accs.append(float(pd.concat(parts).groupby("index")["correct"].all().mean()))
         suites.append({"model": model, "defense": defense, "landscape": landscape, "budget": budget,
                        "attack": f"suite[{','.join(names)}]", "norm": norm, "eps": eps, "n": len(survived),
-                       "correct": int(survived.sum()), "seconds": float(group["seconds"].sum()),
+                       "correct": int(survived.sum()), **_run_stats(pd.Series(accs)),
+                       "seconds": float(group["seconds"].sum()),
                        "purifier_forward": float(group["purifier_forward"].max()),
                        "purifier_backward": float(group["purifier_backward"].max()),
+                       # the suite's attacker ran every member on every image (no early stop across members)
+                       "attack_forward": float(group["attack_forward"].sum()),
+                       "attack_backward": float(group["attack_backward"].sum()),
                        "data": group["data"].iloc[0], "steps": 0, "params": "{}"})
     if suites:
         rows = pd.concat([rows, pd.DataFrame(suites)], ignore_index=True)
     rows["n"] = rows["n"].astype(int)
     rows["correct"] = rows["correct"].astype(int)
+    rows["runs"] = rows["runs"].astype(int)
     rows["accuracy"] = rows["correct"] / rows["n"]
     ci = [wilson_interval(c, n) for c, n in zip(rows["correct"], rows["n"])]
     rows["ci_low"] = [lo for lo, _ in ci]
@@ -83,7 +109,9 @@ def results_from_records(per_image: pd.DataFrame, cells: pd.DataFrame, skipped: 
     meta = cells.merge(seconds, on=keys, how="inner")
     order = {key: i for i, key in enumerate(cells[keys].itertuples(index=False, name=None))}
     per_image = per_image.assign(_order=[order[t] for t in per_image[keys].itertuples(index=False, name=None)])
-    per_image = per_image.sort_values(["_order", "index"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    if "run" not in per_image:   # records written before repeats existed: one run
+        per_image = per_image.assign(run=0)
+    per_image = per_image.sort_values(["_order", "run", "index"], kind="stable").drop(columns="_order").reset_index(drop=True)
     results = aggregate(per_image.drop(columns=["seconds", "shard", *PASS_COLUMNS], errors="ignore"), meta)
     results.attrs["skipped"] = list(skipped)
     return results, per_image

@@ -21,15 +21,17 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from attacks.adaptive import AdaptiveError, Defended, surrogate
+from attacks.queries import QueryCounter
 from cifar10.classifiers import build_classifier
 from cifar10.data import ImageSet, load_cifar10, select_subset
 from defense.defenses import DefenseFactory
-from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed
+from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed, run_seed
+from evaluator.probes import probe
 from evaluator.results import results_from_records, write_results
 from evaluator.shards import ShardStore, check_same_config
 from landscape.config import dump_config
 from landscape.device import pick_device
-from landscape.io import atomic_write_text
+from landscape.io import atomic_write, atomic_write_text
 
 
 def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int, seed: int,
@@ -39,7 +41,9 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
 
     ``cache`` (a dict), when given, keeps non-adaptive adversarial batches for the next cell that needs them.
     ``passes`` (a dict), when given, receives the deployed purifier's forward and backward passes of
-    its objective on these images (the defender's compute, counted; the attack's own queries excluded).
+    its objective on these images (``forward``, ``backward``: the defender's compute, counted; the
+    attack's own queries excluded) and the attack's queries of the model it attacks (``attack_forward``,
+    ``attack_backward``: rows through the surrogate, so under EOT one query stands for ``draws`` purifications).
 
     Batch seeds derive from the image index at the start of each batch, so any split of the
     images into batch-aligned pieces (shards, workers) gives the same answer. The batch size itself
@@ -54,8 +58,8 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
     transfer = unit.attack is not None and unit.mode in (None, "nonadaptive")
     target = None
     if unit.attack is not None:
-        target = surrogate(model, purifier, unit.mode or "nonadaptive", draws, max_gb,
-                           batch=data.images[:batch_size].to(device))
+        target = QueryCounter(surrogate(model, purifier, unit.mode or "nonadaptive", draws, max_gb,
+                                        batch=data.images[:batch_size].to(device)))
     for start in range(0, len(data), batch_size):
         x = data.images[start:start + batch_size].to(device)
         y = data.labels[start:start + batch_size].to(device)
@@ -67,13 +71,19 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
         if unit.attack is not None:
             uses = unit.attack.spec.uses_natural_loss
             key = (unit.attack.name, json.dumps(unit.attack.params, sort_keys=True), data.source, first, len(y),
-                   natural if uses else None)
+                   batch_seed, natural if uses else None)
             if transfer and cache is not None and key in cache:
-                x = cache[key].to(device)
+                x, queries = cache[key]
+                x = x.to(device)
             else:
+                before_q = target.counts()
                 x = unit.attack.run(target, x, y, batch_seed, natural if uses else None)
+                queries = tuple(a - b for a, b in zip(target.counts(), before_q))
                 if transfer and cache is not None:
-                    cache[key] = x.cpu()
+                    cache[key] = (x.cpu(), queries)
+            if passes is not None:   # what this batch's examples cost the attacker, cached or not
+                passes["attack_forward"] = passes.get("attack_forward", 0) + queries[0]
+                passes["attack_backward"] = passes.get("attack_backward", 0) + queries[1]
         torch.manual_seed(batch_seed + 1)  # the deployed purifier's own random starts
         before = dict(purifier.passes) if purifier is not None and hasattr(purifier, "passes") else None
         with torch.no_grad():
@@ -93,10 +103,11 @@ class Shard:
     unit: int
     start: int
     stop: int
+    run: int = 0     # the repeat (``runs=N``), each with its own derived seed
 
     @property
     def key(self) -> str:
-        return f"u{self.unit:04d}-i{self.start:06d}"
+        return f"u{self.unit:04d}-i{self.start:06d}" if self.run == 0 else f"u{self.unit:04d}-r{self.run:02d}-i{self.start:06d}"
 
 
 class EvalContext:
@@ -106,6 +117,7 @@ class EvalContext:
                  device: torch.device):
         self.cfg, self.units, self.data, self.model, self.factory, self.device = cfg, units, data, model, factory, device
         self.seed = int(cfg.get("seed", 0))
+        self.runs = int(cfg.get("runs", 1))
         self.batch_size = int(cfg["eval"]["batch_size"])
         shard_size = int(cfg["eval"].get("shard_size") or self.batch_size)
         if shard_size < 1 or shard_size % self.batch_size:
@@ -113,7 +125,9 @@ class EvalContext:
                             f"({self.batch_size}), so that batch seeds do not depend on the split")
         self.shard_size = shard_size
         d = cfg.get("defense") or {}
-        self.draws, self.max_gb = int(d.get("eot_draws", 8)), float(d.get("unrolled_max_gb", 4.0))
+        eot = d.get("eot_draws", 8)
+        # a list of draws lives on each EOT cell (Unit.draws); the single value is the run's
+        self.draws, self.max_gb = int(eot) if not isinstance(eot, list) else 8, float(d.get("unrolled_max_gb", 4.0))
         self.model_name = str(cfg["model"]["name"])
         self.skipped: list[dict] = []
         self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K (per worker)
@@ -149,7 +163,7 @@ class EvalContext:
             if unit.mode in ("unrolled", "eot") and unit.attack is not None:
                 purifier = self.factory.purifier(unit.defense, unit.budget)
                 try:
-                    surrogate(self.model, purifier, unit.mode, self.draws, self.max_gb,
+                    surrogate(self.model, purifier, unit.mode, unit.draws or self.draws, self.max_gb,
                               batch=self.data.images[: self.batch_size].to(self.device))
                 except AdaptiveError as exc:
                     self.skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
@@ -159,8 +173,10 @@ class EvalContext:
         self.runnable = ok
 
     def shards(self) -> list[Shard]:
+        """Every cell's image ranges, once per repeat for the randomized cells (``runs``), run by run."""
         n = len(self.data)
-        return [Shard(u, s, min(s + self.shard_size, n)) for u in self.runnable for s in range(0, n, self.shard_size)]
+        return [Shard(u, s, min(s + self.shard_size, n), r) for r in range(self.runs) for u in self.runnable
+                if r == 0 or self.units[u].randomized for s in range(0, n, self.shard_size)]
 
     def run_shard(self, shard: Shard, bar=None) -> pd.DataFrame:
         """Per-image records of one shard (with the shard's wall time spread over its images)."""
@@ -169,15 +185,17 @@ class EvalContext:
         purifier = self.factory.purifier(unit.defense, unit.budget)
         t0 = time.perf_counter()
         passes: dict = {}
-        correct = attack_correct(self.model, unit, part, self.batch_size, self.seed, self.device, bar, purifier,
-                                 self.draws, self.max_gb, passes, self.transfer_cache)
+        correct = attack_correct(self.model, unit, part, self.batch_size, run_seed(self.seed, shard.run), self.device,
+                                 bar, purifier, unit.draws or self.draws, self.max_gb, passes, self.transfer_cache)
         seconds = time.perf_counter() - t0
         n = max(len(part), 1)
         return pd.DataFrame({"model": self.model_name, "defense": unit.defense, "landscape": unit.landscape,
                              "budget": unit.budget, "attack": unit.attack_name, "index": part.indices.numpy(),
                              "label": part.labels.numpy(), "correct": correct.numpy(), "shard": shard.key,
                              "seconds": seconds / n, "purifier_forward": passes.get("forward", 0) / n,
-                             "purifier_backward": passes.get("backward", 0) / n})
+                             "purifier_backward": passes.get("backward", 0) / n,
+                             "attack_forward": passes.get("attack_forward", 0) / n,
+                             "attack_backward": passes.get("attack_backward", 0) / n, "run": shard.run})
 
     def meta(self) -> pd.DataFrame:
         return pd.DataFrame([{
@@ -240,7 +258,9 @@ def run_to_folder(cfg: dict, out: str | Path, progress: bool = True, runner=None
     units = build_units(cfg)
     check_same_config(out, cfg)
     ctx = EvalContext.build(cfg, units)
+    probes = probe(ctx)   # the red flags' evidence about the models (randomized? gradients? logits?)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
+    atomic_write(out / "probes.csv", lambda p: probes.to_csv(p, index=False))
     results, per_image = evaluate(cfg, progress=progress, store=ShardStore(out), runner=runner, ctx=ctx)
     return results, write_results(out, results, per_image)

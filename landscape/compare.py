@@ -54,6 +54,14 @@ def solve_space(space: Space, heldout: Target, tune_targets: Target, budgets: Se
                 candidates: Sequence[tuple], seed: int = 0, batch_size: int = 256, metric: str | None = None,
                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """One space: tune (rule, lr) per K on ``tune_targets``, then per-example metrics on ``heldout``."""
+    # The objective's own randomness (e.g. the reverse attack's augmentations) comes from torch's global
+    # stream: fix it per space, so X's figures do not depend on what ran before (e.g. which theta was loaded)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _solve_space(space, heldout, tune_targets, budgets, candidates, seed, batch_size, metric, progress)
+
+
+def _solve_space(space, heldout, tune_targets, budgets, candidates, seed, batch_size, metric, progress):
     budgets = sorted(int(k) for k in budgets)
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731  same starts for every candidate
     if progress:

@@ -40,10 +40,16 @@ class Theta(nn.Module):
     says of the observation (beyond the paper): c is embedded and added to z's embedding, so the
     residual branch can move the whole landscape per observation (an amortized first guess that
     descent then refines). It still starts at zero, so an untrained conditioned theta is the identity too.
+
+    ``shift_only`` (conditioned only): the residual branch sees c alone, x = skip(z) + g(c). With the
+    identity skip the landscape in Z is then X's own, moved per observation to a learned centre (with a
+    linear skip, X's under one learned linear change of coordinates): theta can learn where
+    to start but cannot flatten the landscape around it (a residual that also sees z can learn
+    h(z, c) = a(c) - z, which maps every z to one amortized guess and leaves descent nothing to do).
     """
 
     def __init__(self, x_shape, z_dim: int | None = None, width: int = 256, depth: int = 2, skip: str = "linear",
-                 activation: str = "gelu", cond_dim: int = 0):
+                 activation: str = "gelu", cond_dim: int = 0, shift_only: bool = False):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ThetaError(f"unknown theta activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
@@ -63,10 +69,12 @@ class Theta(nn.Module):
                 self.skip.bias.zero_()
         else:
             raise ThetaError(f"unknown theta skip {skip!r}; valid: 'linear', 'identity'")
-        self.embed = nn.Linear(self.z_dim, width)
-        self.cond_dim = int(cond_dim)
+        self.cond_dim, self.shift_only = int(cond_dim), bool(shift_only)
         if self.cond_dim < 0:
             raise ThetaError(f"cond_dim must be >= 0, got {cond_dim}")
+        if self.shift_only and not self.cond_dim:
+            raise ThetaError("shift_only needs a conditioned theta (cond_dim > 0): its residual sees only the condition")
+        self.embed = None if self.shift_only else nn.Linear(self.z_dim, width)
         self.cond = nn.Linear(self.cond_dim, width) if self.cond_dim else None
         self.blocks = nn.Sequential(*[_Block(width, activation) for _ in range(depth)])
         self.head = nn.Linear(width, self.x_dim)
@@ -75,20 +83,22 @@ class Theta(nn.Module):
 
     def config(self) -> dict:
         return {"x_shape": list(self.x_shape), "z_dim": self.z_dim, "width": self.width, "depth": self.depth,
-                "skip": self.skip_kind, "activation": self.activation, "cond_dim": self.cond_dim}
+                "skip": self.skip_kind, "activation": self.activation, "cond_dim": self.cond_dim,
+                "shift_only": self.shift_only}
 
     @property
     def conditioned(self) -> bool:
         return self.cond is not None
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.embed(z)
         if self.cond is not None:
             if cond is None or cond.shape != (len(z), self.cond_dim):
                 got = None if cond is None else tuple(cond.shape)
                 raise ThetaError(f"this theta is conditioned: it needs a condition of shape ({len(z)}, {self.cond_dim}), got {got}")
-            h = h + self.cond(cond)
+            h = self.cond(cond) if self.shift_only else self.embed(z) + self.cond(cond)
         elif cond is not None:
             raise ThetaError("this theta is not conditioned, but a condition was given")
+        else:
+            h = self.embed(z)
         x = self.skip(z) + self.head(self.blocks(h))
         return x.view(len(z), *self.x_shape)

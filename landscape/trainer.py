@@ -54,6 +54,7 @@ class TrainConfig:
     skip: str = "linear"          # "identity": fixed identity skip (needs z_dim = dim X), no dim_x² matrix
     activation: str = "gelu"      # of theta's residual blocks: gelu | relu | silu | tanh
     condition: bool = False       # theta(z, c) sees problem.condition(target) (beyond the paper; needs the task's condition)
+    shift_only: bool = False      # with condition: theta(z, c) = skip(z) + g(c), X's landscape from a learned centre
     weight_decay: float = 0.0     # AdamW's, for the coordinate method (the unrolled one uses Adam)
     collect_batch: int = 64       # coordinate: targets per collected trajectory batch
     buffer_size: int = 4096
@@ -87,6 +88,8 @@ class TrainConfig:
         for key in ("eval_every", "eval_budget"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
                 raise ThetaError(f"theta training: {key} must be a whole number >= 0, got {getattr(self, key)!r}")
+        if self.shift_only and not self.condition:
+            raise ThetaError("theta.shift_only=true needs theta.condition=true (its residual sees only the condition)")
         if not 0 <= self.buffer_fraction <= 1:
             raise ThetaError(f"buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
 
@@ -108,7 +111,7 @@ class ThetaTrainer:
             probe = target_to(problem.sample_targets(1, torch.Generator().manual_seed(cfg.seed)), self.device)
             cond_dim = int(problem.condition(probe).shape[1])
         self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip,
-                           cfg.activation, cond_dim).to(self.device)
+                           cfg.activation, cond_dim, cfg.shift_only).to(self.device)
         self.space = Space(self.problem, self.theta)
         if cfg.method == "coordinate":
             self.opt = torch.optim.AdamW(self.theta.parameters(), lr=cfg.theta_lr, weight_decay=cfg.weight_decay)
@@ -271,7 +274,7 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     state = load_checkpoint(path)
     tc = state["theta_config"]
     theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
-                  tc.get("activation", "gelu"), tc.get("cond_dim", 0))
+                  tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False))
     theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
     for p in theta.parameters():
         p.requires_grad_(False)

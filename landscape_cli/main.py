@@ -3,7 +3,7 @@
     landscape eval [--config FILE] [--out DIR] [key=value ...]
     landscape submit --address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] [key=value ...]
     landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
-    landscape report DIR [DIR ...] [--out DIR]
+    landscape report DIR [DIR ...] [--out DIR] [--entry FILE]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]
     landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]
@@ -175,6 +175,11 @@ def _report(args) -> int:
     for _, r in summary.iterrows():
         print(f"[{r['status']:>7}] {r['check']}: {r['detail']}")
     print(f"wrote {path} and {out / 'robust_accuracy_vs_budget.png'}")
+    if args.entry:
+        from evaluator.entry import write_entries
+        from evaluator.report import load_runs
+
+        print(f"wrote {write_entries(load_runs(args.dirs), args.dirs, args.entry)} (RobustBench-style entries)")
     return 0
 
 
@@ -220,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
             "[--config FILE] [--out DIR] [--quiet] [key=value ...]", out="output folder (default results/<timestamp>)")
     command("train-generator", _train_generator, "train the CIFAR-10 DCGAN used by the generator purifier", config)
     rp = command("report", _report, "tables, robust accuracy vs budget plot and sanity checks of eval runs",
-                 "DIR [DIR ...] [--out DIR]", common=False)
+                 "DIR [DIR ...] [--out DIR] [--entry FILE]", common=False)
     rp.add_argument("dirs", nargs="+", help="folders written by landscape eval")
     rp.add_argument("--out", help="where report.md goes (default: the single DIR, else results/report)")
+    rp.add_argument("--entry", help="also write RobustBench-style entries (one per defended cell) to this JSON file")
     rp.set_defaults(overrides=[])
     sb = command("submit", _submit, "submit landscape eval to a Ray cluster (Ray Jobs API)",
                  "--address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] [key=value ...]", common=False)

@@ -13,3 +13,4 @@ class Task:
     theta: dict                                # TrainConfig defaults (train-theta)
     invert: dict | None = None                 # invert defaults (theta weights, invert, analyses); None: no invert
     analyses: Callable | None = None           # (problem, theta, summary, cfg, out, log) -> None
+    record: Callable[[dict], dict] | None = None  # cfg -> task settings a trained theta is only valid for (kept in it)

@@ -8,12 +8,17 @@ import torch
 from landscape.config import dump_config
 from landscape.io import atomic_write, atomic_write_text
 from landscape.trainer import ThetaTrainer, TrainConfig
-from tasks.registry import TaskError, build_task
+from tasks.registry import TaskError, build_task, get_task
 
 
 def train_theta(task: str, cfg: dict, out: Path, progress: bool = True) -> ThetaTrainer:
-    """Train (or resume, from ``out/state.pt``) and write ``out/theta.pt``; returns the trainer."""
-    tcfg = TrainConfig.from_dict({**cfg["theta"], "seed": cfg["seed"], "extra": {"task": task}})
+    """Train (or resume, from ``out/state.pt``) and write ``out/theta.pt``; returns the trainer.
+
+    The checkpoint keeps the task's name and the settings the theta is only valid for (the task's
+    ``record``, e.g. the reverse attack's eps_rev), so whoever loads it can refuse a mismatch."""
+    record = get_task(task).record
+    extra = {"task": task, **(record(cfg) if record else {})}
+    tcfg = TrainConfig.from_dict({**cfg["theta"], "seed": cfg["seed"], "extra": extra})
     tcfg.validate()  # before anything is written
     dtypes = {"float32": None, "float16": torch.float16}
     if cfg.get("save_dtype", "float32") not in dtypes:

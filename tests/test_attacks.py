@@ -256,3 +256,31 @@ def test_ensembles_and_targeted_attacks_run(tiny, name, params):
     assert perturbation_norm(adv - x, "Linf").max() <= BIG_EPS + 1e-6
     assert accuracy(tiny.model, adv, y) <= 0.1
     assert torch.equal(adv, atk.run(tiny.model, x, y, seed=0))     # reproducible by seed
+
+
+def test_autoattack_square_keeps_the_originals_schedule():
+    square = get_attack("autoattack").library_attack(_tiny_model()).attacks[3]
+    assert square.p_init == 0.8 and square.rescale_schedule is False
+
+
+def test_autoattack_and_the_original_agree_on_the_same_images(tiny):
+    # a cheap budget, the same for both: 10 steps, 300 Square queries, on 12 images at an eps that leaves some robust
+    x, y = tiny.x[:12], tiny.y[:12]
+    budget = {"eps": 0.08, "steps": 10, "n_queries": 300}
+    ours = accuracy(tiny.model, get_attack("autoattack", budget).run(tiny.model, x, y, seed=0), y)
+    original = get_attack("autoattack-original", budget)
+    adv = original.run(tiny.model, x, y, seed=0)
+    assert perturbation_norm(adv - x, "Linf").max() <= 0.08 + 1e-6
+    theirs = accuracy(tiny.model, adv, y)
+    assert 0 < theirs < 1 and abs(ours - theirs) <= 1 / 12, (ours, theirs)
+    aa = original.library_attack(tiny.model)
+    assert (aa.steps, aa.n_queries) == (10, 300) and aa.warnings == []   # a plain model: the original's checks pass
+
+
+def test_the_originals_own_checks_are_kept_for_a_randomized_model(tiny):
+    from test_red_flags import Noisy
+
+    noisy = Noisy(tiny.model)
+    atk = get_attack("autoattack-original", {"eps": 0.01, "steps": 2, "n_queries": 5})
+    atk.run(noisy, tiny.x[:4], tiny.y[:4], seed=0)
+    assert any("randomized" in w for w in atk.library_attack(noisy).warnings)

@@ -70,3 +70,27 @@ def test_exact_gradients_reach_the_input_through_the_condition():
     purifier(x).sum().backward()
     # K = 0: the output is G(theta(z0, c(x))), so x reaches it only through the condition
     assert x.grad.abs().sum() > 0
+
+
+def test_a_shift_only_theta_keeps_the_landscape_of_x_and_round_trips(tmp_path):
+    with pytest.raises(ThetaError, match="condition"):
+        TrainConfig(shift_only=True, **COORD).validate()
+    with pytest.raises(ThetaError, match="cond_dim"):
+        Theta((8,), 8, width=16, depth=1, shift_only=True)
+    torch.manual_seed(0)
+    trainer = ThetaTrainer(tiny_gan(), TrainConfig(condition=True, shift_only=True, skip="identity", **dict(CFG, iterations=60)))
+    before = trainer.heldout_loss()
+    trainer.train(progress=False)
+    theta = trainer.theta
+    assert theta.shift_only and theta.embed is None
+    assert trainer.heldout_loss() < before          # the learned centre helps ...
+    problem = tiny_gan()
+    c = problem.condition(problem.heldout(4))
+    z, d = torch.randn(4, 8), torch.randn(4, 8)
+    shift = theta(z, c) - z
+    assert shift.abs().max() > 1e-3                 # ... by moving the start per image
+    # ... and nothing else: a move of d in Z is a move of d in X, wherever z is (the residual never sees z)
+    assert torch.allclose(theta(z + d, c) - theta(z, c), d, atol=1e-5)
+    trainer.save(tmp_path / "theta.pt", with_buffer=False)
+    loaded, _ = load_theta(tmp_path / "theta.pt")
+    assert loaded.shift_only and torch.allclose(loaded(z, c), theta(z, c))

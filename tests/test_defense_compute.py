@@ -110,6 +110,13 @@ def test_eval_reports_passes_per_image_and_the_worst_case_is_the_and_of_survival
         survived = cell.groupby("index")["correct"].all()
         suite = rev[(rev["budget"] == k) & rev["attack"].str.startswith("suite[")]
         assert suite["correct"].item() == int(survived.sum()) and suite["n"].item() == 16
+    # the attacker's queries, counted through the model it attacks: FGSM one forward and one gradient per
+    # image, PGD-aware two steps of each (shared, not recounted as zero, where non-adaptive images are reused)
+    q = res.set_index(["defense", "budget", "attack"])
+    for cell in [("none", 0, "fgsm"), ("reverse-x", 3, "fgsm+nonadaptive"), ("reverse-x", 3, "fgsm+bpda")]:
+        assert (q.loc[cell, "attack_forward"], q.loc[cell, "attack_backward"]) == (1, 1), cell
+    assert (q.loc[("reverse-x", 0, "pgd-aware+nonadaptive"), ["attack_forward", "attack_backward"]] == 2).all()
+    assert (res[res["attack"] == "none"][["attack_forward", "attack_backward"]] == 0).all().all()
 
 
 def test_non_adaptive_adversarial_images_are_drawn_once_and_shared_by_every_cell():

@@ -38,6 +38,7 @@ def test_sound_run_passes():
     ([row("pgd+eot", 0.7)], "adaptive weaker than non-adaptive"),
     ([row("pgd+bpda", 0.5, eps=1.0)], "large eps above chance"),
     ([row("none", 0.4, budget=20)], "purifier costs > 10 points clean accuracy"),
+    ([row("autoattack+bpda", 0.20), row("autoattack-original+bpda", 0.22)], "autoattack disagrees with the original"),
 ])
 def test_each_check_fires_on_a_planted_violation(planted, check):
     assert status(pd.DataFrame(sound()), check) in ("ok", "not run")
@@ -51,7 +52,7 @@ def test_report_files(tmp_path):
     df.to_csv(run / "results.csv", index=False)
     path, _ = write_report([run], run)
     text = path.read_text()
-    assert "Sanity checks" in text and "pgd+bpda" in text
+    assert "Red flags" in text and "pgd+bpda" in text
     assert (run / "robust_accuracy_vs_budget.png").stat().st_size > 1000
     assert len(load_runs([run, run])) == 2 * len(df)
     with pytest.raises(ReportError, match="no results"):
@@ -81,3 +82,58 @@ def test_headline_figures_draw_worst_case_and_clean_against_k_and_compute(tmp_pa
     df[df["defense"] == "none"].to_csv(only / "results.csv", index=False)
     path, _ = write_report([only], only)
     assert "headline" not in path.read_text()
+
+
+def test_autoattack_and_the_original_within_a_point_are_ok():
+    df = pd.DataFrame(sound() + [row("autoattack+bpda", 0.20), row("autoattack-original+bpda", 0.21)])
+    assert status(df, "autoattack disagrees with the original") == "ok"
+
+
+def per_image(square_only: int, n: int = 400):
+    """PGD and Square on n images of one cell; ``square_only`` images are broken by Square alone."""
+    rows = []
+    for i in range(n):
+        pgd_ok = i >= n // 2                     # PGD breaks the first half
+        sq_ok = pgd_ok and i >= n // 2 + square_only
+        for attack, ok in (("none", True), ("pgd+bpda", pgd_ok), ("square+bpda", sq_ok), ("autoattack+bpda", False)):
+            rows.append(dict(run="r", model="m", defense="purify-x", landscape="x", budget=10, attack=attack, index=i,
+                             correct=ok))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("square_only, expected", [(0, "ok"), (2, "ok"), (3, "FAIL")])
+def test_square_beating_the_gradient_attacks_is_flagged_above_half_a_point(square_only, expected):
+    c = sanity_checks(pd.DataFrame(sound()), per_image(square_only))   # 2 of 400 is 0.5 points: not above
+    got = c[(c["check"] == "Square beats the gradient attacks") & (c["summary"] == True)]  # noqa: E712
+    assert got["status"].item() == expected
+    if expected == "FAIL":
+        detail = c[(c["check"] == "Square beats the gradient attacks") & (c["status"] == "FAIL") & c["summary"].isna()]
+        assert "3 of 400" in detail["detail"].item() and "autoattack" not in detail["detail"].item().split("none of")[1]
+
+
+def test_square_check_is_not_run_without_per_image_tables():
+    assert status(pd.DataFrame(sound()), "Square beats the gradient attacks") == "not run"
+
+
+def test_robustbench_entry_round_trips_and_holds_the_tables_figures(tmp_path):
+    import json
+
+    from landscape_cli.main import main
+
+    run = tmp_path / "run1"
+    run.mkdir()
+    rows = sound() + [row("autoattack+nonadaptive", 0.55), row("autoattack+bpda", 0.25), row("suite[a,b]", 0.2),
+                      row("autoattack", 0.05, "none", "none", 0)]
+    df = pd.DataFrame(rows).drop(columns="run").assign(purifier_forward=11.0, purifier_backward=10.0)
+    df.loc[df["defense"] == "none", ["purifier_forward", "purifier_backward"]] = 0.0
+    df.to_csv(run / "results.csv", index=False)
+    (run / "config.yaml").write_text("defense:\n  restarts: 1\n")
+    assert main(["report", str(run), "--entry", str(tmp_path / "entry.json")]) == 0
+    entries = json.loads((tmp_path / "entry.json").read_text())
+    by = {(e["landscape"]["defense"], e["landscape"]["budget_K"]): e for e in entries}
+    assert set(by) == {("none", 0), ("purify-x", 10)}
+    e = by[("purify-x", 10)]
+    assert (e["clean_acc"], e["autoattack_acc"], e["eps"], e["threat_model"]) == ("75.00", "25.00", "8/255", "Linf")
+    assert e["number_forward_passes"] == 12 and e["landscape"]["restarts_R"] == 1
+    assert e["landscape"]["worst_case_acc"] == "20.00" and "non-adaptively" not in e["footnote"]
+    assert by[("none", 0)]["autoattack_acc"] == "5.00" and by[("none", 0)]["number_forward_passes"] == 1

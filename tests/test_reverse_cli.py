@@ -25,6 +25,8 @@ def test_reverse_commands_end_to_end(tiny, tmp_path):
                  "theta.width=8", "theta.z_dim=null", "theta.skip=identity", "theta.rule=sgd", "theta.lr_z=10",
                  "theta.collect_steps=2", "theta.checkpoint_every=1"]) == 0
     assert (theta / "theta.pt").is_file()
+    recorded = torch.load(theta / "theta.pt", weights_only=True)["train_config"]["extra"]
+    assert recorded == {"task": "reverse-cifar10", "eps_rev": 8 / 255, "ssl_head": str(head)}
 
     # X against Z, both tuned over one grid of steps (X's in units of eps_rev, Z's in units of 1)
     inv = tmp_path / "invert"
@@ -44,6 +46,12 @@ def test_reverse_commands_end_to_end(tiny, tmp_path):
                  "defense.restarts=1", "defense.modes=[nonadaptive,bpda]", "attacks=[none,fgsm]", "eps.Linf=0.08",
                  "ray.num_workers=0", "device=cpu"]) == 0
     res = pd.read_csv(out / "results.csv")
+    # the theta maps into the 8/255 ball it was trained for: another defense.eps_rev is refused before anything runs
+    bad = tmp_path / "eval-other-eps"
+    assert main(["eval", "--out", str(bad), *common, "data.n_examples=16", "defenses=[reverse-z]",
+                 f"defense.ssl_head={head}", f"defense.reverse_theta={theta / 'theta.pt'}", "defense.budgets=[2]",
+                 "defense.eps_rev=16/255", "attacks=[none]", "ray.num_workers=0"]) != 0
+    assert not (bad / "results.csv").exists()
     for defense in ("reverse-x", "reverse-z"):
         rows = res[res["defense"] == defense]
         assert set(rows["budget"]) == {0, 2}

@@ -19,8 +19,15 @@ def build(cfg: dict):
                                 attacked)
 
 
+def record(cfg: dict) -> dict:
+    """A reverse theta maps Z into the eps_rev-ball of one head's objective: both are kept with it."""
+    from landscape.config import parse_number
+
+    return {"eps_rev": parse_number(cfg["eps_rev"], name="eps_rev"), "ssl_head": str(cfg["ssl_head"])}
+
+
 TASK = Task(
-    name="reverse-cifar10", build=build,
+    name="reverse-cifar10", build=build, record=record,
     defaults={
         "data": {"root": None, "n_train": 5000, "n_heldout": 500, "download": True},
         "model": {"name": "resnet20", "weights": None, "kwargs": {}, "mean": None, "std": None, "strict": True,
