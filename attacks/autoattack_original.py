@@ -2,8 +2,10 @@
 independent cross-check of ``autoattack`` (which assembles the same ensemble from torchattacks).
 
 The two should agree on the same images within a point: ``landscape report`` flags any larger
-gap. The original also runs its own checks (a randomized model, probabilities for logits, ...)
-and logs what it finds; those messages are kept on the attack (``warnings``) instead of printed.
+gap. The original also runs its own checks (a randomized model, probabilities for logits, zero
+gradients) and logs what it finds; those messages are kept on the attack object (``warnings``, for
+Python callers) instead of printed once per batch; the report's red flags run the same checks
+itself (``evaluator/probes.py``), so nothing depends on these messages.
 
 Arguments (config ``attack_params.autoattack-original``): ``norm`` (Linf | L2), ``eps``,
 ``version`` (standard | rand), ``steps`` (100, of APGD, APGD-T and FAB-T) and ``n_queries`` (5000,
@@ -52,9 +54,12 @@ class OriginalAutoAttack:
         aa.square.n_queries = self.n_queries
         aa.verbose = False
         collect = _Collect()
-        aa.logger = logging.getLogger(f"landscape.autoattack-original.{id(self)}")
-        aa.logger.propagate = False
-        aa.logger.handlers = [collect]
+        logger = logging.getLogger(f"landscape.autoattack-original.{id(self)}")
+        logger.propagate = False
+        logger.handlers = [collect]
+        for part in (aa, aa.apgd, aa.apgd_targeted, aa.fab, aa.square):   # its attacks keep their own reference
+            if hasattr(part, "logger"):
+                part.logger = logger
         adv, _ = aa.run_standard_evaluation(images, labels, batch_size=len(images))
         self.warnings += [m for m in collect.messages if m not in self.warnings]
         return adv.detach()

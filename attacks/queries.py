@@ -22,6 +22,9 @@ class QueryCounter(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        # take the model's mode: torchattacks calls .train() after an attack on a model it found in training
+        # mode, and a fresh wrapper (training=True) would switch the wrapped classifier's batch norm too
+        self.train(model.training)
         self.forward_rows = 0
         self.backward_rows = 0
 

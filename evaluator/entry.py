@@ -5,7 +5,7 @@ name, dataset, eps, clean_acc, autoattack_acc, number_forward_passes, ...; accur
 record is written per defended cell of the runs (model, defense, landscape, budget K), each from that
 run's own rows, never re-measured: ``clean_acc`` is clean accuracy after purification, ``autoattack_acc``
 the lowest AutoAttack accuracy over the modes it was run in (``null`` where AutoAttack was not run),
-``number_forward_passes`` one classifier pass plus the purifier's counted objective evaluations per
+(any of ``autoattack``, ``autoattack-original``, ``autoattack-rand``), ``number_forward_passes`` one classifier pass plus the purifier's counted objective evaluations per
 image. The ``landscape`` field holds what RobustBench has no field for (K, R, the space, the worst case
 over the run's whole suite, the attacks behind it).
 """
@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from evaluator.report import _split_attack
 from landscape.io import atomic_write_text
 
-AUTOATTACKS = ("autoattack", "autoattack-original")
+AUTOATTACKS = ("autoattack", "autoattack-original", "autoattack-rand")
 
 
 def _eps_text(eps: float, norm: str) -> str:
@@ -46,7 +47,7 @@ def entries(df: pd.DataFrame, dirs) -> list[dict]:
         clean = g[g["attack"] == "none"]
         if clean.empty:
             continue
-        base = g["attack"].str.partition("+")[0]
+        base = g["attack"].map(lambda a: _split_attack(a)[0])
         aa = g[base.isin(AUTOATTACKS)]
         attacked = g[(g["attack"] != "none") & ~g["attack"].str.startswith("suite[")]
         suite = g[g["attack"].str.startswith("suite[")]
@@ -68,7 +69,7 @@ def entries(df: pd.DataFrame, dirs) -> list[dict]:
                          f"measured by landscape eval, run {run}"
                          + ("; AutoAttack ran only non-adaptively (on the bare classifier), not through the purifier: "
                             "see landscape.worst_case_acc" if not aa.empty and defense != "none"
-                            and set(aa["attack"].str.partition("+")[2]) <= {"nonadaptive"} else "")),
+                            and set(aa["attack"].map(lambda a: _split_attack(a)[1])) <= {"nonadaptive"} else "")),
             "landscape": {
                 "defense": defense, "space": landscape, "budget_K": int(budget), "restarts_R": restarts,
                 "purifier_forward_per_image": None if math.isnan(fwd) else fwd,

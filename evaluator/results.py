@@ -109,8 +109,8 @@ def results_from_records(per_image: pd.DataFrame, cells: pd.DataFrame, skipped: 
     meta = cells.merge(seconds, on=keys, how="inner")
     order = {key: i for i, key in enumerate(cells[keys].itertuples(index=False, name=None))}
     per_image = per_image.assign(_order=[order[t] for t in per_image[keys].itertuples(index=False, name=None)])
-    if "run" not in per_image:   # records written before repeats existed: one run
-        per_image = per_image.assign(run=0)
+    # records written before repeats existed (no column, or NaN beside newer shards): run 0
+    per_image = per_image.assign(run=per_image["run"].fillna(0).astype(int) if "run" in per_image else 0)
     per_image = per_image.sort_values(["_order", "run", "index"], kind="stable").drop(columns="_order").reset_index(drop=True)
     results = aggregate(per_image.drop(columns=["seconds", "shard", *PASS_COLUMNS], errors="ignore"), meta)
     results.attrs["skipped"] = list(skipped)

@@ -49,7 +49,10 @@ def check_same_config(out: Path, cfg: dict) -> None:
                 items[key] = v
         return items
 
-    a, b = flat(saved), flat(cfg)
+    from evaluator.config import EVAL_DEFAULTS
+
+    defaults = flat(EVAL_DEFAULTS)   # a key the saved run predates had its default then
+    a, b = {**{k: v for k, v in defaults.items() if k in flat(cfg)}, **flat(saved)}, flat(cfg)
     ignore = lambda k: any(k == e or k.startswith(e + ".") for e in EXECUTION_KEYS)  # noqa: E731
     differ = sorted(k for k in set(a) | set(b) if not ignore(k) and a.get(k) != b.get(k))
     if differ:

@@ -251,7 +251,11 @@ class ThetaTrainer:
         mine = asdict(self.cfg)
         defaults = asdict(TrainConfig())   # a key the checkpoint predates had its default
         same_anyway = ("iterations", "checkpoint_every", "eval_every")
-        differs = {k for k in mine if k not in same_anyway and saved.get(k, defaults[k]) != mine[k]}
+        differs = {k for k in mine if k not in same_anyway and k != "extra" and saved.get(k, defaults[k]) != mine[k]}
+        # task settings recorded later than the checkpoint: compare only what it recorded
+        old_extra = saved.get("extra") or {}
+        if any(old_extra[k] != mine["extra"].get(k) for k in old_extra):
+            differs.add("extra")
         if differs:
             raise CheckpointError(f"checkpoint {path} was trained with a different config ({', '.join(sorted(differs))}); "
                                   f"start a new checkpoint or use the same settings")

@@ -281,3 +281,12 @@ def test_x_figures_of_a_noisy_objective_do_not_depend_on_what_ran_before():
     torch.randn(1000)   # e.g. another theta's initialization drew from the global stream
     b, _ = compare_spaces(problem, None, held, tune, [1, 5], cands, cands)
     pd.testing.assert_frame_equal(a.drop(columns="seconds_per_step"), b.drop(columns="seconds_per_step"))
+
+
+def test_resume_accepts_task_settings_the_checkpoint_predates_and_refuses_changed_ones(tmp_path):
+    cfg = dict(CFG, iterations=2, checkpoint_every=1)
+    old = ThetaTrainer(IllConditioned(), TrainConfig(extra={"task": "t"}, **cfg))
+    old.train(tmp_path / "state.pt", progress=False)
+    ThetaTrainer(IllConditioned(), TrainConfig(extra={"task": "t", "eps_rev": 0.1}, **cfg)).resume(tmp_path / "state.pt")
+    with pytest.raises(CheckpointError, match="extra"):
+        ThetaTrainer(IllConditioned(), TrainConfig(extra={"task": "other"}, **cfg)).resume(tmp_path / "state.pt")

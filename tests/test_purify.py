@@ -223,6 +223,8 @@ def test_attacks_leave_a_batchnorm_classifier_in_eval_mode(mode):
     classifier back in training mode (batch statistics, drifting running stats)."""
     import torchattacks
 
+    from attacks.queries import QueryCounter
+
     torch.manual_seed(0)
     clf = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3)).eval()
     with torch.no_grad():
@@ -231,6 +233,9 @@ def test_attacks_leave_a_batchnorm_classifier_in_eval_mode(mode):
     stats = [t.clone() for t in (clf[1].running_mean, clf[1].running_var)]
     p = GeneratorPurifier(TinyG(), budget=2, restarts=1, steps=("adam", 0.1))
     model = surrogate(clf, p, mode, draws=2, batch=torch.rand(2, 3, 4, 4))
-    torchattacks.PGD(model, eps=0.1, alpha=0.05, steps=2)(torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0]))
+    # as the evaluator runs it: through the query counter, which must not hand it back in training mode either
+    counted = QueryCounter(model)
+    torchattacks.PGD(counted, eps=0.1, alpha=0.05, steps=2)(torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0]))
     assert not any(m.training for m in clf.modules())
     assert torch.equal(clf[1].running_mean, stats[0]) and torch.equal(clf[1].running_var, stats[1])
+    assert counted.counts() == (2 * 4, 2 * 4)

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+from test_report import row
 
 from cifar10.data import ImageSet
 from evaluator.config import EVAL_DEFAULTS
@@ -12,7 +13,6 @@ from evaluator.grid import build_units
 from evaluator.probes import probe
 from evaluator.report import sanity_checks
 from landscape.config import merge
-from test_report import row
 
 
 class Noisy(torch.nn.Module):

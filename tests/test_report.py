@@ -137,3 +137,19 @@ def test_robustbench_entry_round_trips_and_holds_the_tables_figures(tmp_path):
     assert e["number_forward_passes"] == 12 and e["landscape"]["restarts_R"] == 1
     assert e["landscape"]["worst_case_acc"] == "20.00" and "non-adaptively" not in e["footnote"]
     assert by[("none", 0)]["autoattack_acc"] == "5.00" and by[("none", 0)]["number_forward_passes"] == 1
+
+
+def test_autoattack_budget_lists_and_versions_are_compared_pairwise_not_crossed():
+    rows = sound() + [row("autoattack[steps=10]+bpda", 0.30, steps=10), row("autoattack[steps=100]+bpda", 0.20, steps=100)]
+    assert status(pd.DataFrame(rows), "autoattack disagrees with the original") == "not run"   # no original: no crash
+    rows += [row("autoattack-original[steps=10]+bpda", 0.30, steps=10), row("autoattack-original[steps=100]+bpda", 0.20,
+                                                                          steps=100)]
+    assert status(pd.DataFrame(rows), "autoattack disagrees with the original") == "ok"   # 10 with 10, 100 with 100
+
+
+def test_square_transferred_from_the_bare_classifier_is_not_a_masked_gradient():
+    pi = per_image(3)
+    pi["attack"] = pi["attack"].replace({"square+bpda": "square+nonadaptive"})
+    c = sanity_checks(pd.DataFrame(sound()), pi)
+    got = c[(c["check"] == "Square beats the gradient attacks") & (c["summary"] == True)]  # noqa: E712
+    assert got["status"].item() == "not run"

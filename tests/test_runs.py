@@ -53,3 +53,26 @@ def test_three_runs_derived_seeds_worst_case_and_resume(tiny, tmp_path):
     assert _eval(tiny, tmp_path / "b") == 0
     pd.testing.assert_frame_equal(res.drop(columns=timing), pd.read_csv(tmp_path / "b" / "results.csv").drop(columns=timing))
     assert _eval(tiny, tmp_path / "bad", "runs=0") == 2
+
+
+def test_a_folder_written_before_repeats_existed_resumes(tiny, tmp_path):
+    """Its config has no ``runs`` and its shards no ``run`` column: both mean one run."""
+    import yaml
+
+    from cifar10.classifiers import build_classifier
+    from cifar10.ssl_head import ContrastiveHead, feature_dim, save_head
+
+    classifier = build_classifier({"name": tiny.spec, "weights": str(tiny.weights)}, download=False)
+    save_head(tmp_path / "head.pt", ContrastiveHead(feature_dim(classifier), 16, 8))
+    out = tmp_path / "old"
+    assert _eval(tiny, out, "runs=1") == 0
+    ref = pd.read_csv(out / "results.csv")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    del cfg["runs"]
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    shards = sorted((out / "shards").glob("*.parquet"))
+    for shard in shards[: len(shards) // 2]:   # half the shards as the old code wrote them
+        pd.read_parquet(shard).drop(columns=["run"]).to_parquet(shard, index=False)
+    shards[-1].unlink()                        # and one still to do
+    assert _eval(tiny, out, "runs=1") == 0
+    pd.testing.assert_frame_equal(ref.drop(columns="seconds"), pd.read_csv(out / "results.csv").drop(columns="seconds"))
