@@ -55,7 +55,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     ax.plot(x.budget, x["mean"], "o-", color="0.3", label="X (plain, tuned per K)")
     ax.fill_between(x.budget, x.ci_low, x.ci_high, color="0.3", alpha=0.15)
     for label, s in summaries.items():
