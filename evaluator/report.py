@@ -411,12 +411,17 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
         return False   # runs written before the pass counter: nothing counted to draw against
     groups = sorted(worst[["norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
-    colors = {"x": "tab:blue", "z": "tab:orange"}
     several = df["run"].nunique() > 1
     for ax, (norm, eps) in zip(axes[0], groups):
         w = worst[(worst["norm"] == norm) & (worst["eps"] == eps)]
         runs = set(w["run"])
+        # X in blues, Z in oranges; a second run of the same landscape gets the next shade, so lines stay apart
+        shades = {"x": ["tab:blue", "tab:cyan", "navy"], "z": ["tab:orange", "tab:red", "tab:brown"]}
+        seen: dict = {}
         for (run, defense, landscape), g in w[w["defense"] != "none"].groupby(["run", "defense", "landscape"], sort=True):
+            palette = shades.get(landscape, ["0.4", "0.6", "0.2"])
+            color = palette[seen.setdefault(landscape, []).__len__() % len(palette)]
+            seen[landscape].append(run)
             c = clean[(clean["run"] == run) & (clean["defense"] == defense)]
             # a cell skipped at some K (e.g. exact gradients over the memory cap) leaves that K's worst case over fewer attacks
             partial = g["attack_set"].nunique() > 1
@@ -427,8 +432,8 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
                 label = f"{defense} ({'learned Z' if landscape == 'z' else 'plain X'}): {what}" + (f" [{run}]" if several else "")
                 if partial and what == "worst-case robust":
                     label += " (fewer attacks at some K: see skipped.csv)"
-                ax.plot(xs, data["accuracy"], style, marker="o", ms=3, color=colors.get(landscape, None), label=label)
-                ax.fill_between(xs, data["ci_low"], data["ci_high"], color=colors.get(landscape, "0.5"), alpha=0.12)
+                ax.plot(xs, data["accuracy"], style, marker="o", ms=3, color=color, label=label)
+                ax.fill_between(xs, data["ci_low"], data["ci_high"], color=color, alpha=0.12)
         for run in sorted(runs):
             u = w[(w["run"] == run) & (w["defense"] == "none")]
             uc = clean[(clean["run"] == run) & (clean["defense"] == "none")]
