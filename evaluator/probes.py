@@ -51,7 +51,7 @@ def _probe(ctx) -> pd.DataFrame:
     rows = []
     with torch.no_grad():
         softmax = looks_like_probabilities(ctx.model(x))
-    seen = set()
+    seen, probed = set(), set()   # cells whose deployed model, and (cell, mode)s whose gradients, were probed
     for unit in ctx.units:
         cell = (unit.defense, unit.landscape, unit.budget)
         purifier = ctx.factory.purifier(unit.defense, unit.budget)
@@ -67,8 +67,9 @@ def _probe(ctx) -> pd.DataFrame:
         if unit.attack is None:
             continue
         mode = unit.mode or "nonadaptive"
-        if any(r["mode"] == mode and (r["defense"], r["landscape"], r["budget"]) == cell for r in rows):
+        if (cell, mode) in probed:
             continue
+        probed.add((cell, mode))
         try:
             target = surrogate(ctx.model, purifier, mode, min(unit.draws or ctx.draws, 2), ctx.max_gb, batch=x)
         except AdaptiveError:
