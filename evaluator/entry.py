@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from evaluator.report import _split_attack
+from evaluator.report import split_attack
 from landscape.io import atomic_write_text
 
 AUTOATTACKS = ("autoattack", "autoattack-original", "autoattack-rand")
@@ -47,7 +47,7 @@ def entries(df: pd.DataFrame, dirs) -> list[dict]:
         clean = g[g["attack"] == "none"]
         if clean.empty:
             continue
-        base = g["attack"].map(lambda a: _split_attack(a)[0])
+        base = g["attack"].map(lambda a: split_attack(a)[0])
         aa = g[base.isin(AUTOATTACKS)]
         attacked = g[(g["attack"] != "none") & ~g["attack"].str.startswith("suite[")]
         suite = g[g["attack"].str.startswith("suite[")]
@@ -69,7 +69,7 @@ def entries(df: pd.DataFrame, dirs) -> list[dict]:
                          f"measured by landscape eval, run {run}"
                          + ("; AutoAttack ran only non-adaptively (on the bare classifier), not through the purifier: "
                             "see landscape.worst_case_acc" if not aa.empty and defense != "none"
-                            and set(aa["attack"].map(lambda a: _split_attack(a)[1])) <= {"nonadaptive"} else "")),
+                            and set(aa["attack"].map(lambda a: split_attack(a)[1])) <= {"nonadaptive"} else "")),
             "landscape": {
                 "defense": defense, "space": landscape, "budget_K": int(budget), "restarts_R": restarts,
                 "purifier_forward_per_image": None if math.isnan(fwd) else fwd,

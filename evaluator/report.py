@@ -66,7 +66,7 @@ def load_per_image(dirs) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _split_attack(name: str) -> tuple[str, str]:
+def split_attack(name: str) -> tuple[str, str]:
     """``pgd[steps=50]+eot[draws=8]`` -> (``pgd``, ``eot[draws=8]``): the attack without its budget label."""
     base, _, mode = name.partition("+")
     return base.split("[")[0], mode or "none"
@@ -87,7 +87,7 @@ def sanity_checks(df: pd.DataFrame, per_image: pd.DataFrame | None = None,
     """One row per check and group: ``status`` is ok, FAIL or not run, with what was compared."""
     rows = []
     df = df[~df["attack"].str.startswith("suite[")].copy()
-    parts = df["attack"].map(_split_attack)
+    parts = df["attack"].map(split_attack)
     df["base"], df["mode"] = [p[0] for p in parts], [p[1] for p in parts]
     cell = ["run", "model", "defense", "landscape", "budget"]
 
@@ -184,8 +184,8 @@ def sanity_checks(df: pd.DataFrame, per_image: pd.DataFrame | None = None,
     n7, start = 0, len(rows)
     if per_image is not None:
         pi = per_image[per_image["attack"] != "none"].copy()
-        pi["base"] = [_split_attack(a)[0] for a in pi["attack"]]
-        pi["mode"] = [_split_attack(a)[1] for a in pi["attack"]]
+        pi["base"] = [split_attack(a)[0] for a in pi["attack"]]
+        pi["mode"] = [split_attack(a)[1] for a in pi["attack"]]
         for key, g in pi.groupby(cell):
             # only attacks that query the deployed model: a non-adaptive one attacked the bare classifier
             if key[2] != "none":
@@ -280,7 +280,7 @@ def attacker_budget_groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFram
     d = df[~df["attack"].str.startswith("suite[") & (df["attack"] != "none")].copy()
     if d.empty:
         return []
-    parts = d["attack"].map(_split_attack)
+    parts = d["attack"].map(split_attack)
     d["base"] = [p[0] for p in parts]
     d["draws"] = d["attack"].str.extract(r"draws=(\d+)")[0].astype(float)
     d["mode"] = [p[1].split("[")[0] for p in parts]
@@ -417,11 +417,11 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
         runs = set(w["run"])
         # X in blues, Z in oranges; a second run of the same landscape gets the next shade, so lines stay apart
         shades = {"x": ["tab:blue", "tab:cyan", "navy"], "z": ["tab:orange", "tab:red", "tab:brown"]}
-        seen: dict = {}
+        drawn: dict = {}   # landscape -> lines drawn so far
         for (run, defense, landscape), g in w[w["defense"] != "none"].groupby(["run", "defense", "landscape"], sort=True):
             palette = shades.get(landscape, ["0.4", "0.6", "0.2"])
-            color = palette[seen.setdefault(landscape, []).__len__() % len(palette)]
-            seen[landscape].append(run)
+            color = palette[drawn.get(landscape, 0) % len(palette)]
+            drawn[landscape] = drawn.get(landscape, 0) + 1
             c = clean[(clean["run"] == run) & (clean["defense"] == defense)]
             # a cell skipped at some K (e.g. exact gradients over the memory cap) leaves that K's worst case over fewer attacks
             partial = g["attack_set"].nunique() > 1

@@ -45,12 +45,11 @@ def _run_stats(per_run: pd.Series) -> dict:
 def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """One row per grid cell, plus a ``suite[...]`` row per (defense, norm, eps) with several attacks.
 
-    With repeats (``runs=N``, a ``run`` column) an image counts as correct only if it was in every
+    ``per_image`` has a ``run`` column (``results_from_records`` gives older records run 0). With repeats
+    (``runs=N``) an image counts as correct only if it was in every
     run (``correct``, ``accuracy`` and the interval are that per-image worst case); ``acc_mean``,
     ``acc_std`` and ``acc_worst_run`` describe the runs' own accuracies."""
     keys = ["model", "defense", "landscape", "budget", "attack"]
-    if "run" not in per_image:
-        per_image = per_image.assign(run=0)
     worst = per_image.groupby(keys + ["index"], sort=False)["correct"].all().reset_index()
     counts = worst.groupby(keys, sort=False)["correct"].agg(["size", "sum"]).reset_index()
     per_run = per_image.groupby(keys + ["run"], sort=False)["correct"].mean()
