@@ -91,8 +91,14 @@ def unrolled_bytes(purifier: nn.Module, x: torch.Tensor) -> int:
     images, splits it into a per-evaluation part (weights) and a per-image part, and scales to the
     real budget and restarts: bytes = (K + 1) * (weights + images * R * per_image) / 2 evaluations.
     """
+    pair = x[:1].repeat(2, *([1] * (x.dim() - 1)))
+    if not hasattr(purifier, "problem"):
+        # not an inversion purifier (a user defense): measured as it is, on one and two images, scaled to the batch
+        one, two = _saved_bytes(purifier, x[:1]), _saved_bytes(purifier, pair)
+        per_image = max(two - one, 0)
+        return int(max(one - per_image, 0) + len(x) * per_image)
     probe = purifier.exact(budget=1, restarts=1)
-    one, two = _saved_bytes(probe, x[:1]), _saved_bytes(probe, x[:1].repeat(2, *([1] * (x.dim() - 1))))
+    one, two = _saved_bytes(probe, x[:1]), _saved_bytes(probe, pair)
     per_image = max(two - one, 0) / 2
     weights = max(one / 2 - per_image, 0)
     return int((purifier.budget + 1) * (weights + len(x) * purifier.restarts * per_image))

@@ -13,10 +13,7 @@ Normalization lives in :class:`Normalized`, so attacks and defenses all work in 
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +23,7 @@ import torch.nn.functional as F
 
 from landscape.errors import LandscapeError
 from landscape.io import load_tensors
+from landscape.plugins import import_object
 
 CIFAR_RESNET_WEIGHTS = {
     "resnet20": "resnet20-12fca82f.th",
@@ -198,29 +196,7 @@ def resolve_resnet_weights(name: str, weights: str | None, download: bool = True
 
 
 def _import_object(spec: str) -> Callable:
-    target, _, attr = spec.rpartition(":")
-    if not target or not attr:
-        raise ModelError(f"model.name={spec!r}: expected 'module:Class' or 'path/to/file.py:Class'")
-    if target.endswith(".py"):
-        path = Path(os.path.expanduser(target))
-        if not path.is_file():
-            raise ModelError(f"model.name={spec!r}: file {path} not found")
-        mod_name = f"_landscape_user_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            loader_spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[mod_name] = module
-            loader_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ModelError(f"model.name={spec!r}: cannot import {target!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ModelError(f"model.name={spec!r}: {target!r} has no attribute {attr!r}") from None
+    return import_object(spec, "model.name", ModelError)
 
 
 def _robustbench_model(name: str, cfg: dict) -> nn.Module:

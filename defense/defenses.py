@@ -20,6 +20,7 @@ from landscape.errors import LandscapeError
 from landscape.io import resolve_path
 
 from .purifiers import GeneratorPurifier, ReversePurifier
+from .user import UserDefense, is_object_spec
 
 #: each defense and its landscape (the ``landscape`` column of the results)
 DEFENSES = {"none": "none", "purify-x": "x", "purify-z": "z", "reverse-x": "x", "reverse-z": "z"}
@@ -43,11 +44,34 @@ DEFENSE_DEFAULTS = {
     "eps_rev": "8/255",
     "reverse_steps": None,  # null: sign steps of reverse_step_scale x eps_rev / K in X, theta's own rule in Z; or {K: [rule, lr]}
     "reverse_step_scale": 1.0,  # the paper's 2.5 moves further (costs a non-robust model clean accuracy)
+    # your own defenses (defenses=[path/file.py:Class]): the keyword arguments each is built with, besides K
+    "kwargs": {},
 }
 
 
 class DefenseError(LandscapeError, ValueError):
     pass
+
+
+def resolve_defenses(entries, kwargs: dict | None = None) -> dict:
+    """{name in the results: None for a built-in defense, or its :class:`UserDefense`} for the entries of
+    ``defenses`` (built-in names or ``file.py:Class`` / ``module:Class``), checked; the order is kept."""
+    out: dict = {}
+    for entry in entries:
+        if isinstance(entry, str) and entry in DEFENSES:
+            name, user = entry, None
+        elif is_object_spec(entry) or isinstance(entry, type):
+            user = UserDefense.load(entry, kwargs)
+            name = user.name
+            if name in DEFENSES:
+                raise DefenseError(f"defense {entry!r} calls itself {name!r}, a built-in defense's name: rename it")
+        else:
+            raise DefenseError(f"unknown defense {entry!r}; valid choices: {', '.join(DEFENSES)}, "
+                               f"or your own as path/to/file.py:Class or module:Class (see defense/user.py)")
+        if name in out:
+            raise DefenseError(f"defenses lists {name!r} twice")
+        out[name] = user
+    return out
 
 
 def load_step_table(spec, space: str, default: tuple):
@@ -74,11 +98,12 @@ class DefenseFactory:
 
     def __init__(self, cfg: dict, device: torch.device, classifier: torch.nn.Module | None, defenses):
         self.cfg, self.device, self.classifier = cfg, torch.device(device), classifier
-        wanted = set(defenses) - {"none"}
-        unknown = wanted - set(DEFENSES)
-        if unknown:
-            raise DefenseError(f"unknown defense {sorted(unknown)[0]!r}; valid: {', '.join(DEFENSES)}")
-        self.defenses = wanted
+        kwargs = cfg.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise DefenseError(f"defense.kwargs must be a mapping of keyword arguments, got {kwargs!r}")
+        resolved = resolve_defenses(defenses, kwargs)
+        self.user = {name: u for name, u in resolved.items() if u is not None}
+        self.defenses = set(resolved) - {"none"}
         self.restarts = int(cfg.get("restarts", 1))
         self.models: dict = {}   # name -> nn.Module, all on self.device
         self.steps: dict = {}    # defense -> (rule, lr) or {K: (rule, lr)}
@@ -126,11 +151,15 @@ class DefenseFactory:
                                    f"(`landscape train-theta --task reverse-cifar10 eps_rev=...`)")
             spec = c.get("reverse_steps")
             self.steps["reverse-z"] = load_step_table(spec, "z", None) if spec else (tcfg["rule"], float(tcfg["lr_z"]))
+        # your own defenses: one instance per budget, built here, so a worker never builds (or opens) anything
+        self.user_purifiers = {(name, int(k)): u.build(int(k), self.restarts)
+                               for name, u in self.user.items() for k in (c.get("budgets") or [0])}
         self.to(self.device)
 
     def to(self, device) -> "DefenseFactory":
         self.device = torch.device(device)
         self.models = {k: m.to(self.device) for k, m in self.models.items()}
+        self.user_purifiers = {k: p.to(self.device) for k, p in self.user_purifiers.items()}
         return self
 
     def purifier(self, defense: str, budget: int):
@@ -139,6 +168,11 @@ class DefenseFactory:
         if defense not in self.defenses:
             raise DefenseError(f"defense {defense!r} was not loaded; this factory holds: "
                                f"{', '.join(sorted(self.defenses)) or 'none'}")
+        if defense in self.user:
+            key = (defense, int(budget))
+            if key not in self.user_purifiers:
+                self.user_purifiers[key] = self.user[defense].build(int(budget), self.restarts).to(self.device)
+            return self.user_purifiers[key]
         m, steps = self.models, self.steps[defense]
         if defense == "reverse-x":
             return ReversePurifier(m["ssl"], budget, self.restarts, self.eps_rev, steps, step_scale=self.step_scale)

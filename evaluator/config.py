@@ -22,12 +22,12 @@ EVAL_DEFAULTS = {
     },
     "ray": {
         "address": None,       # null: start a local Ray and stop it at the end; "auto" or host:port joins a cluster
-        "num_workers": None,   # null: what the cluster offers; 0: run in this process without Ray
+        "num_workers": None,   # null: a cluster's offer; one machine: local Ray only with 2+ GPUs (uses_ray); 0: no Ray
         "gpus_per_worker": None,  # null: 1 when the cluster has GPUs, else 0
         "cpus_per_worker": 1,
         "max_restarts": 3,     # restarts of a dead actor; its shard is redone
     },
-    "defenses": ["none"],     # none | purify-x | purify-z (generator) | reverse-x | reverse-z (reverse attack)
+    "defenses": ["none"],     # none | purify-x | purify-z (generator) | reverse-x | reverse-z (reverse attack) | file.py:Class
     "defense": DEFENSE_DEFAULTS,
     "attacks": ["none", "fgsm", "pgd"],
     "eps": {"Linf": "8/255", "L2": 0.5},
@@ -35,7 +35,7 @@ EVAL_DEFAULTS = {
 }
 
 OPEN_SECTIONS = ("attack_params", "model.kwargs", "defense.generator.kwargs", "defense.step_sizes",
-                 "defense.attack_modes")
+                 "defense.attack_modes", "defense.kwargs")
 
 # Keys that change how a run is executed, not its results: a resumed run may change them.
 EXECUTION_KEYS = ("ray", "eval.progress", "eval.shard_size", "threads")

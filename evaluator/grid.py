@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from attacks import NO_ATTACK, get_attack
 from attacks.adaptive import MODES
 from attacks.base import BoundAttack
-from defense.defenses import DEFENSES, NATURAL_LOSS_DEFENSES
+from defense.defenses import DEFENSES, NATURAL_LOSS_DEFENSES, DefenseError, resolve_defenses
 from landscape.errors import LandscapeError
 
 
@@ -43,12 +43,13 @@ class Unit:
     attack: BoundAttack | None
     mode: str | None = None
     draws: int | None = None     # EOT draws of this cell (a list of defense.eot_draws); None: the run's one value
+    defense_randomized: bool = True   # False: a user defense that declares itself deterministic
 
     @property
     def randomized(self) -> bool:
         """Would another seed give another answer? (a purifier's random starts, an attack's random
         start, restarts or queries); ``runs=N`` repeats only these cells."""
-        if self.defense != "none":
+        if self.defense != "none" and self.defense_randomized:
             return True
         if self.attack is None:
             return False
@@ -128,10 +129,20 @@ def expand_budgets(name: str, params: dict | None) -> list[tuple[str, dict]]:
 
 def build_units(cfg: dict) -> list[Unit]:
     check_config(cfg)
-    defenses = cfg.get("defenses") or ["none"]
-    for d in defenses:
-        if d not in DEFENSES:
-            raise EvalError(f"unknown defense {d!r}; valid choices: {', '.join(DEFENSES)}")
+    entries = cfg.get("defenses") or ["none"]
+    if isinstance(entries, str):
+        entries = [entries]
+    kwargs = (cfg.get("defense") or {}).get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise EvalError(f"defense.kwargs must be a mapping of keyword arguments, got {kwargs!r}")
+    try:
+        resolved = resolve_defenses(entries, kwargs)   # your own defenses are imported and checked here
+    except DefenseError as exc:
+        raise EvalError(str(exc)) from None
+    defenses = list(resolved)
+    user = {name: u for name, u in resolved.items() if u is not None}
+    landscape_of = {d: user[d].landscape if d in user else DEFENSES[d] for d in defenses}
+    natural = set(NATURAL_LOSS_DEFENSES) | {d for d, u in user.items() if callable(getattr(u.cls, "natural_loss", None))}
     names = cfg.get("attacks") or [NO_ATTACK]
     if isinstance(names, str):
         names = [names]
@@ -171,11 +182,11 @@ def build_units(cfg: dict) -> list[Unit]:
                             f"got {ms!r}")
     for n, atk in attacks.items():
         if atk is not None and atk.spec.uses_natural_loss:
-            wrong = [d for d in defenses if d not in NATURAL_LOSS_DEFENSES]
+            wrong = [d for d in defenses if d not in natural]
             if wrong:
                 raise EvalError(f"attack {n!r} needs a defense with a self-supervised loss "
-                                f"({', '.join(sorted(NATURAL_LOSS_DEFENSES - {'none'}))}; none runs it as PGD), "
-                                f"not {', '.join(wrong)}")
+                                f"({', '.join(sorted(natural - {'none'}))}, or your own with a natural_loss method; "
+                                f"none runs it as PGD), not {', '.join(wrong)}")
     eot = dcfg.get("eot_draws", 8)
     draws = [None] if not isinstance(eot, list) else _whole_list(eot, "defense.eot_draws")
     if not isinstance(eot, list):
@@ -191,11 +202,13 @@ def build_units(cfg: dict) -> list[Unit]:
         if d == "none":
             units += [Unit(d, "none", 0, label, atk) for n in names for label, atk in labels[n]]
             continue
+        rand = user[d].randomized if d in user else True
         for k in budgets:
             for n in names:
                 for label, atk in labels[n]:
                     if atk is None:
-                        units.append(Unit(d, DEFENSES[d], k, label, None))
+                        units.append(Unit(d, landscape_of[d], k, label, None, defense_randomized=rand))
                     else:
-                        units += [Unit(d, DEFENSES[d], k, label + suffix, atk, m, dr) for m, suffix, dr in modes_of(n)]
+                        units += [Unit(d, landscape_of[d], k, label + suffix, atk, m, dr, rand)
+                                  for m, suffix, dr in modes_of(n)]
     return units

@@ -52,7 +52,8 @@ def _probe(ctx) -> pd.DataFrame:
     with torch.no_grad():
         softmax = looks_like_probabilities(ctx.model(x))
     seen, probed = set(), set()   # cells whose deployed model, and (cell, mode)s whose gradients, were probed
-    for unit in ctx.units:
+    runnable = getattr(ctx, "runnable", range(len(ctx.units)))   # a skipped cell is never attacked: nothing to probe
+    for unit in (ctx.units[i] for i in runnable):
         cell = (unit.defense, unit.landscape, unit.budget)
         purifier = ctx.factory.purifier(unit.defense, unit.budget)
         if cell not in seen:

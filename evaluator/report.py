@@ -351,33 +351,150 @@ def plot_attacker_budget(df: pd.DataFrame, heatmap: Path, curves: Path) -> bool:
     return True
 
 
+#: one colour per adaptive mode in the per-attack panels (clean accuracy in black)
+MODE_COLORS = {"none": "black", "nonadaptive": "tab:gray", "bpda": "tab:blue", "eot": "tab:green",
+               "bpda+eot": "tab:purple", "unrolled": "tab:red"}
+SERIES_STYLES = ["-", "--", ":", "-."]
+SERIES_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def eps_label(norm: str, eps: float) -> str:
+    return f"{eps * 255:.3g}/255" if norm == "Linf" else f"{eps:g}"
+
+
+def landscape_label(landscape: str) -> str:
+    return {"z": "learned Z", "x": "plain X"}.get(landscape, landscape)
+
+
+def single_budget(df: pd.DataFrame) -> bool:
+    """True when every defended model of these runs was run at one budget K (e.g. a defense without
+    iterations, such as JPEG): an accuracy-versus-K line would be a single point, so bars are drawn."""
+    d = df[df["defense"] != "none"]
+    return len(d) > 0 and int(d.groupby(["run", "defense", "landscape"])["budget"].nunique().max()) == 1
+
+
+def _bar_panel(ax, categories: list[str], bars: list[tuple], baselines: list[tuple]) -> None:
+    """Grouped bars with 95% intervals: ``bars`` = [(label, colour, {category: (acc, lo, hi)})];
+    ``baselines`` = [(accuracy, line style, label)] drawn across the panel."""
+    import numpy as np
+
+    width = 0.8 / max(len(bars), 1)
+    x = np.arange(len(categories))
+    for i, (label, color, values) in enumerate(bars):
+        pos = [x[j] + (i - (len(bars) - 1) / 2) * width for j, c in enumerate(categories) if c in values]
+        acc = [values[c][0] for c in categories if c in values]
+        err = [[values[c][0] - values[c][1] for c in categories if c in values],
+               [values[c][2] - values[c][0] for c in categories if c in values]]
+        ax.bar(pos, acc, width * 0.95, color=color, label=label, yerr=err, capsize=2, error_kw={"lw": 0.8})
+        for p_, a, top in zip(pos, acc, [values[c][2] for c in categories if c in values]):
+            ax.text(p_, top + 0.015, f"{100 * a:.1f}", ha="center", fontsize=6)   # above the interval
+    for y, ls, label in baselines:
+        ax.axhline(y, color="k", lw=0.9, ls=ls, label=label)
+    ax.set_xticks(x, categories, fontsize=7, rotation=15 if len(categories) > 2 else 0)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy", fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _series_name(run, defense, landscape, several: bool) -> str:
+    k = f"{defense} ({landscape_label(landscape)})"
+    return f"{k}\n[{run}]" if several else k
+
+
 def plot_budget(df: pd.DataFrame, path: Path) -> None:
+    """Accuracy against K, one panel per attack (and norm, eps): a colour per adaptive mode, a line style
+    and marker per defended model (run, defense, landscape); clean accuracy after purification in black
+    in every panel; the undefended model's as grey bands. One legend beside the panels, sized to its lines."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    d = df[df["defense"] != "none"]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    if d.empty:
-        ax.text(0.5, 0.5, "no purification defense in these runs", ha="center", transform=ax.transAxes)
-    for (run, landscape, attack), g in d.groupby(["run", "landscape", "attack"], sort=True):
-        g = g.sort_values("budget")
-        x = g["budget"].clip(lower=0.5)  # K = 0 drawn at 0.5 on the log axis
-        label = f"{'learned Z' if landscape == 'z' else 'plain X'}: {attack}" + (f" ({run})" if df["run"].nunique() > 1 else "")
-        style = "--" if attack == "none" else "-"
-        line, = ax.plot(x, g["accuracy"], style, marker="o", ms=3, label=label.replace(": none", ": clean"))
-        ax.fill_between(x, g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.15)
-    for run, g in df[(df["defense"] == "none") & (df["attack"] == "none")].groupby("run"):
-        ax.axhline(g["accuracy"].iloc[0], color="k", lw=0.8, ls=":", label="undefended clean" if run == df["run"].iloc[0] else None)
-    ax.set_xscale("log")
-    ax.set_xlabel("defense iteration budget K (K = 0 drawn at 0.5)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    d = df[(df["defense"] != "none") & ~df["attack"].str.startswith("suite[")].copy()
+    d["family"] = [a.partition("+")[0] for a in d["attack"]]
+    d["mode"] = [a.partition("+")[2].split("[")[0] or "none" for a in d["attack"]]
+    clean = d[d["attack"] == "none"]
+    attacked = d[d["attack"] != "none"]
+    panels = sorted(attacked[["family", "norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
+    several = df["run"].nunique() > 1
+    series = sorted(d[["run", "defense", "landscape"]].drop_duplicates().itertuples(index=False, name=None))
+    style = {s: (SERIES_STYLES[i % len(SERIES_STYLES)], SERIES_MARKERS[i % len(SERIES_MARKERS)])
+             for i, s in enumerate(series)}
+    ncols = min(3, max(1, len(panels)))
+    nrows = max(1, math.ceil(len(panels) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no attacked purification defense in these runs", ha="center",
+                        transform=axes[0][0].transAxes)
+    modes_seen = {"none"} if len(clean) else set()
+    undefended = df[df["defense"] == "none"]
+    bars_only = single_budget(df)
+    for ax, (family, norm, eps) in zip(axes.flat, panels):
+        if bars_only:   # one K per defended model: bars per model, one per mode, clean first
+            cats = {key: _series_name(*key, several) for key in series}
+            sel_a = attacked[(attacked["family"] == family) & (attacked["norm"] == norm) & (attacked["eps"] == eps)]
+            bars = []
+            order = list(MODE_COLORS)
+            for mode in ["none", *sorted(set(sel_a["mode"]), key=lambda m: order.index(m) if m in order else len(order))]:
+                src = clean if mode == "none" else sel_a[sel_a["mode"] == mode]
+                values = {cats[k]: (r["accuracy"], r["ci_low"], r["ci_high"]) for k in series
+                          for _, r in src[(src["run"] == k[0]) & (src["defense"] == k[1]) & (src["landscape"] == k[2])].iterrows()}
+                if values:
+                    modes_seen.add(mode)
+                    bars.append(("clean after defense" if mode == "none" else f"attack mode: {mode}",
+                                 MODE_COLORS.get(mode, "tab:olive"), values))
+            u = undefended[(undefended["attack"].str.partition("+")[0] == family) & (undefended["norm"] == norm)
+                           & (undefended["eps"] == eps)]
+            uc = undefended[undefended["attack"] == "none"]
+            base = ([(uc["accuracy"].iloc[0], "--", "undefended: clean")] if len(uc) else []) + \
+                   ([(u["accuracy"].iloc[0], "-", "undefended: same attack")] if len(u) else [])
+            _bar_panel(ax, list(cats.values()), bars, base)
+            ax.set_title(f"{family}, {norm} eps = {eps_label(norm, eps)}", fontsize=9)
+            continue
+        for key in series:
+            ls, mk = style[key]
+            sel = (d["run"] == key[0]) & (d["defense"] == key[1]) & (d["landscape"] == key[2])
+            c = clean[sel[clean.index]].sort_values("budget")
+            if len(c):
+                ax.plot(c["budget"].clip(lower=0.5), c["accuracy"], ls, marker=mk, ms=3, lw=1, color="black")
+            a = attacked[sel[attacked.index] & (attacked["family"] == family) & (attacked["norm"] == norm)
+                         & (attacked["eps"] == eps)]
+            for mode, g in a.groupby("mode", sort=True):
+                g = g.sort_values("budget")
+                x = g["budget"].clip(lower=0.5)
+                color = MODE_COLORS.get(mode, "tab:olive")
+                modes_seen.add(mode)
+                ax.plot(x, g["accuracy"], ls, marker=mk, ms=3, lw=1.2, color=color)
+                ax.fill_between(x, g["ci_low"], g["ci_high"], color=color, alpha=0.08)
+        u = undefended[(undefended["attack"].str.partition("+")[0] == family) & (undefended["norm"] == norm)
+                       & (undefended["eps"] == eps)]
+        for _, row in u.iterrows():
+            ax.axhspan(row["ci_low"], row["ci_high"], color="0.5", alpha=0.15)
+            ax.axhline(row["accuracy"], color="0.4", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{family}, {norm} eps = {eps_label(norm, eps)}", fontsize=9)
+        ax.set_xlabel("defense budget K (K = 0 at 0.5)", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels) or 1:]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=MODE_COLORS.get(m, "tab:olive"), lw=2,
+                      label="clean after purification" if m == "none" else f"attack mode: {m}")
+               for m in MODE_COLORS if m in modes_seen]
+    handles += [Line2D([], [], color="0.3", ls=style[k][0], marker=style[k][1], ms=4,
+                       label=f"{k[1]} ({landscape_label(k[2])})" + (f" [{k[0]}]" if several else "")) for k in series]
+    if len(undefended):
+        handles.append(matplotlib.patches.Patch(color="0.6", alpha=0.5, label="undefended, same attack (95% CI)"))
+    if bars_only:
+        handles, _ = axes.flat[0].get_legend_handles_labels()
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=130))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=8, frameon=False)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=130, bbox_inches="tight"))
     plt.close(fig)
 
 
@@ -402,16 +519,37 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if x == "passes":
+        if "purifier_forward" not in df:
+            return False   # runs written before the pass counter: nothing counted to draw against
+        # cells whose passes were not counted (older runs, a user defense that keeps no counts) are left out
+        uncounted = (df["defense"] != "none") & df[["purifier_forward", "purifier_backward"]].isna().any(axis=1)
+        df = df[~uncounted]
     worst = _suite_rows(df)
     clean = df[df["attack"] == "none"]
     if worst.empty or (df["defense"] == "none").all():
         return False
-    if x == "passes" and ("purifier_forward" not in df
-                          or df.loc[df["defense"] != "none", ["purifier_forward", "purifier_backward"]].isna().any().any()):
-        return False   # runs written before the pass counter: nothing counted to draw against
     groups = sorted(worst[["norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
     several = df["run"].nunique() > 1
+    if single_budget(df) and x == "budget":   # one K per defended model: bars, robust beside clean
+        for ax, (norm, eps) in zip(axes[0], groups):
+            w = worst[(worst["norm"] == norm) & (worst["eps"] == eps) & (worst["defense"] != "none")]
+            keys = sorted(w[["run", "defense", "landscape"]].drop_duplicates().itertuples(index=False, name=None))
+            cats = {k: _series_name(*k, several) for k in keys}
+            pick = lambda t, k: t[(t["run"] == k[0]) & (t["defense"] == k[1]) & (t["landscape"] == k[2])]  # noqa: E731
+            rob = {cats[k]: tuple(pick(w, k).iloc[0][["accuracy", "ci_low", "ci_high"]]) for k in keys}
+            cl = {cats[k]: tuple(pick(clean, k).iloc[0][["accuracy", "ci_low", "ci_high"]]) for k in keys if len(pick(clean, k))}
+            u = worst[(worst["norm"] == norm) & (worst["eps"] == eps) & (worst["defense"] == "none")]
+            uc = clean[clean["defense"] == "none"]
+            base = ([(uc["accuracy"].iloc[0], "--", "undefended: clean")] if len(uc) else []) + \
+                   ([(u["accuracy"].iloc[0], "-", "undefended: worst-case robust")] if len(u) else [])
+            _bar_panel(ax, list(cats.values()), [("clean after the defense", "0.75", cl),
+                                                 ("worst-case robust (every attack survived)", "tab:blue", rob)], base)
+            k_values = sorted(set(w["budget"]))
+            ax.set_title(f"{norm} eps = {eps_label(norm, eps)}  (K = {', '.join(map(str, k_values))})", fontsize=9)
+        _save_legend_outside(fig, axes, path)
+        return True
     for ax, (norm, eps) in zip(axes[0], groups):
         w = worst[(worst["norm"] == norm) & (worst["eps"] == eps)]
         runs = set(w["run"])
@@ -429,7 +567,7 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
                 data = data.sort_values("budget")
                 xs = (data["purifier_forward"] + data["purifier_backward"]) if x == "passes" else data["budget"]
                 xs = xs.clip(lower=0.5)
-                label = f"{defense} ({'learned Z' if landscape == 'z' else 'plain X'}): {what}" + (f" [{run}]" if several else "")
+                label = f"{defense} ({landscape_label(landscape)}): {what}" + (f" [{run}]" if several else "")
                 if partial and what == "worst-case robust":
                     label += " (fewer attacks at some K: see skipped.csv)"
                 ax.plot(xs, data["accuracy"], style, marker="o", ms=3, color=color, label=label)
@@ -448,15 +586,21 @@ def plot_headline(df: pd.DataFrame, path: Path, x: str = "budget") -> bool:
                       else "defense iteration budget K (K = 0 drawn at 0.5)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
-        ax.set_title(f"{norm} eps = {eps * 255:.3g}/255" if norm == "Linf" else f"{norm} eps = {eps:g}", fontsize=9)
+        ax.set_title(f"{norm} eps = {eps_label(norm, eps)}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
+    _save_legend_outside(fig, axes, path)
+    return True
+
+
+def _save_legend_outside(fig, axes, path: Path) -> None:
+    """The first panel's legend beside the last panel; the saved figure grows to hold it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     handles, labels = axes[0][0].get_legend_handles_labels()
     axes[0][-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
-    # the legend sits outside the axes; the saved figure grows to hold it
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=130, bbox_inches="tight"))
     plt.close(fig)
-    return True
 
 
 def _pct(a, lo, hi):
@@ -464,6 +608,7 @@ def _pct(a, lo, hi):
 
 
 def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
+    """``report.md`` and ``report.html`` (one file: the same content, plots embedded) with their figures."""
     df = load_runs(dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -472,27 +617,26 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
     headline = plot_headline(df, out / "headline.png")
     compute = plot_headline(df, out / "headline_vs_compute.png", x="passes")
     budget_axis = plot_attacker_budget(df, out / "attacker_budget.png", out / "attacker_convergence.png")
-    lines = ["# Robustness report", "", f"Runs: {', '.join(sorted(df['run'].unique()))}.", ""]
-    lines += ["## Red flags (Carlini et al. 2019; AutoAttack's own checks)", ""]
-    summ = checks[checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
-    lines += [summ[["check", "status", "detail"]].to_markdown(index=False), ""]
-    fails = checks[(checks["status"] == "FAIL") & ~checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)]
+    blocks: list[tuple] = [("h1", "Robustness report"), ("p", f"Runs: {', '.join(sorted(df['run'].unique()))}.")]
+    blocks += [("h2", "Red flags (Carlini et al. 2019; AutoAttack's own checks)")]
+    is_summary = checks.get("summary", pd.Series(False, index=checks.index)).fillna(False).astype(bool)
+    blocks += [("table", checks[is_summary][["check", "status", "detail"]])]
+    fails = checks[(checks["status"] == "FAIL") & ~is_summary]
     if not fails.empty:
-        lines += ["### Failures", "", fails[["check", "run", "defense", "landscape", "budget", "detail"]].to_markdown(index=False), ""]
+        blocks += [("h3", "Failures"), ("table", fails[["check", "run", "defense", "landscape", "budget", "detail"]])]
     if headline:
-        lines += ["Worst-case robust accuracy (an image counts only if it survives every attack of its run) and clean "
-                  "accuracy after purification, against the budget K and against the defender's compute:", "",
-                  "![headline](headline.png)", ""]
+        blocks += [("p", "Worst-case robust accuracy (an image counts only if it survives every attack of its run) and "
+                         "clean accuracy after purification, against the budget K and against the defender's compute:"),
+                   ("img", "headline.png", "headline")]
         if compute:
-            lines += ["![headline vs compute](headline_vs_compute.png)", ""]
+            blocks += [("img", "headline_vs_compute.png", "headline vs compute")]
     sources = sorted(df["data"].dropna().unique()) if "data" in df else []
     if any("jpeg" in s.lower() for s in sources):
-        lines += ["Measured on the JPEG copy of CIFAR-10 (quality 75), not the original test set.", ""]
-    lines += ["Accuracy in % with 95% Wilson intervals; clean accuracy after purification is the `none` column. "
-              "Where a cell was repeated (`runs=N`), its accuracy counts an image only if it was correct in every "
-              "run, followed by the runs' own mean ± std and the worst run.", ""]
+        blocks += [("p", "Measured on the JPEG copy of CIFAR-10 (quality 75), not the original test set.")]
+    blocks += [("p", "Accuracy in % with 95% Wilson intervals; clean accuracy after purification is the `none` column. "
+                     "Where a cell was repeated (`runs=N`), its accuracy counts an image only if it was correct in every "
+                     "run, followed by the runs' own mean ± std and the worst run.")]
     for run, g in df.groupby("run", sort=True):
-        lines += [f"## {run}", ""]
         g = g.copy()
         g["cell"] = [_pct(a, lo, hi) for a, lo, hi in zip(g["accuracy"], g["ci_low"], g["ci_high"])]
         if "runs" in g and (g["runs"] > 1).any():   # repeats: the per-image worst case, then the runs themselves
@@ -502,13 +646,66 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
                               aggfunc="first", sort=True)
         cols = ["none"] + [c for c in table.columns if c != "none"]
         table = table[[c for c in cols if c in table.columns]]
-        lines += [table.reset_index().to_markdown(index=False), ""]
+        blocks += [("h2", str(run)), ("table", table.reset_index())]
     if budget_axis:
-        lines += ["## The attacker's budget", "",
-                  "Robust accuracy over the defense's K and the attacker's budget, and the attack's convergence "
-                  "per K (a curve still falling at its right end: the attack had not converged):", "",
-                  "![attacker budget](attacker_budget.png)", "", "![attacker convergence](attacker_convergence.png)", ""]
-    lines += ["![robust accuracy vs budget](robust_accuracy_vs_budget.png)", ""]
+        blocks += [("h2", "The attacker's budget"),
+                   ("p", "Robust accuracy over the defense's K and the attacker's budget, and the attack's convergence "
+                         "per K (a curve still falling at its right end: the attack had not converged):"),
+                   ("img", "attacker_budget.png", "attacker budget"), ("img", "attacker_convergence.png", "attacker convergence")]
+    blocks += [("h2", "Accuracy against K, per attack"), ("img", "robust_accuracy_vs_budget.png", "robust accuracy vs budget")]
     path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(out / "report.html", render_html(blocks, out))
+    atomic_write_text(path, render_markdown(blocks))
     return path, checks
+
+
+def render_markdown(blocks) -> str:
+    lines = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + rest[0], ""]
+        elif kind == "p":
+            lines += [rest[0], ""]
+        elif kind == "table":
+            lines += [rest[0].to_markdown(index=False), ""]
+        elif kind == "img":
+            lines += [f"![{rest[1]}]({rest[0]})", ""]
+    return "\n".join(lines)
+
+
+HTML_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:left;vertical-align:top}th{background:#f3f3f3}td.FAIL{background:#fbd5d5;font-weight:bold}
+td.ok{background:#ddf3dd}td.not-run{color:#777}img{max-width:100%;display:block;margin:0.5em 0 1.5em}
+code{background:#f3f3f3;padding:0 3px}"""
+
+
+def _inline_html(text: str) -> str:
+    import html
+    import re
+
+    text = html.escape(text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def render_html(blocks, folder: Path) -> str:
+    """One self-contained page: the figures embedded as data URIs, FAIL cells marked red."""
+    import base64
+    import html
+
+    body = []
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline_html(rest[0])}</p>")
+        elif kind == "table":
+            t = rest[0].to_html(index=False, border=0, escape=True, na_rep="")
+            for status in ("FAIL", "ok", "not run"):
+                t = t.replace(f"<td>{status}</td>", f'<td class="{status.replace(" ", "-")}">{status}</td>')
+            body.append(t)
+        elif kind == "img":
+            data = base64.b64encode((folder / rest[0]).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(rest[1])}" src="data:image/png;base64,{data}">')
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Robustness report</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -11,6 +11,7 @@ grid needs, loaded once) and ships it whole to the workers; a worker never opens
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,18 +134,24 @@ class EvalContext:
         self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K (per worker)
 
     @classmethod
-    def build(cls, cfg: dict, units: list | None = None) -> "EvalContext":
+    def build(cls, cfg: dict, units: list | None = None, model: nn.Module | None = None,
+              data: ImageSet | None = None) -> "EvalContext":
         """Load the images, the classifier and every purifier model the grid needs (``units``: the grid,
-        if the caller built it already)."""
+        if the caller built it already; ``model``, ``data``: given in memory by the Python API, instead
+        of ``model.name`` and ``data.root``)."""
         seed = int(cfg.get("seed", 0))
         torch.manual_seed(seed)
         units = build_units(cfg) if units is None else units  # check the grid before loading anything heavy
         device = pick_device(cfg.get("device"))
         d = cfg["data"]
-        data = select_subset(load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True))),
-                             d.get("n_examples"), seed, d.get("selection", "random"))
-        model = build_classifier(cfg["model"], download=bool(d.get("download", True))).to(device)
-        factory = DefenseFactory(cfg.get("defense") or {}, device, model, {u.defense for u in units})
+        if data is None:
+            data = load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True)))
+        data = select_subset(data, d.get("n_examples"), seed, d.get("selection", "random"))
+        if model is None:
+            model = build_classifier(cfg["model"], download=bool(d.get("download", True)))
+        model = model.eval().to(device)
+        entries = cfg.get("defenses") or ["none"]
+        factory = DefenseFactory(cfg.get("defense") or {}, device, model, [entries] if isinstance(entries, str) else entries)
         ctx = cls(cfg, units, data, model, factory, device)
         ctx.check_memory()
         return ctx
@@ -162,6 +169,12 @@ class EvalContext:
         for i, unit in enumerate(self.units):
             if unit.mode in ("unrolled", "eot") and unit.attack is not None:
                 purifier = self.factory.purifier(unit.defense, unit.budget)
+                user = self.factory.user.get(unit.defense)
+                if user is not None and not user.differentiable:
+                    self.skipped.append({"defense": unit.defense, "budget": unit.budget, "attack": unit.attack_name,
+                                         "reason": "the defense declares differentiable = False: exact gradients do not "
+                                                   "apply (BPDA does: modes bpda, bpda+eot)"})
+                    continue
                 try:
                     surrogate(self.model, purifier, unit.mode, unit.draws or self.draws, self.max_gb,
                               batch=self.data.images[: self.batch_size].to(self.device))
@@ -189,6 +202,8 @@ class EvalContext:
                                  bar, purifier, unit.draws or self.draws, self.max_gb, passes, self.transfer_cache)
         seconds = time.perf_counter() - t0
         n = max(len(part), 1)
+        if purifier is not None and not hasattr(purifier, "passes"):   # a user defense that keeps no counts
+            passes["forward"] = passes["backward"] = float("nan")
         return pd.DataFrame({"model": self.model_name, "defense": unit.defense, "landscape": unit.landscape,
                              "budget": unit.budget, "attack": unit.attack_name, "index": part.indices.numpy(),
                              "label": part.labels.numpy(), "correct": correct.numpy(), "shard": shard.key,
@@ -203,6 +218,20 @@ class EvalContext:
             "attack": u.attack_name, "norm": u.attack.norm if u.attack else "none",
             "eps": u.attack.eps if u.attack else 0.0, "data": self.data.source, "steps": attack_steps(u.attack),
             "params": json.dumps(u.attack.params, sort_keys=True) if u.attack else "{}"} for u in self.units])
+
+
+def uses_ray(ray_cfg: dict) -> bool:
+    """Does ``landscape eval`` run its shards on Ray? Always on a cluster (``ray.address``, or inside a
+    Ray job, which sets ``RAY_ADDRESS``) and with ``ray.num_workers >= 1``; never with 0. By default
+    (``null``) on one machine, only where a local Ray can gain: two or more GPUs, one actor each. On
+    CPUs torch already uses every core in one process, and a local Ray only adds its start-up and the
+    shipping of the context (measured: ``bench/ray_overhead.py``, README "Ray on one machine")."""
+    if ray_cfg.get("address") or os.environ.get("RAY_ADDRESS"):
+        return True
+    n = ray_cfg.get("num_workers")
+    if n is not None:
+        return int(n) != 0
+    return torch.cuda.device_count() >= 2
 
 
 def evaluate(cfg: dict, progress: bool = True, store=None, runner=None,

@@ -6,7 +6,8 @@ Knows nothing of images, CIFAR-10, attacks or Ray. A task implements :class:`Inv
 :class:`LandscapeError`.
 
 Names are imported on first use, so ``import landscape.config`` (the CLI's first step) does not
-load torch.
+load torch. ``landscape.evaluate`` is the evaluator's Python API (``evaluator/api.py``), handed on here
+so a notebook needs one import; the core itself never imports the evaluator.
 """
 from importlib import import_module
 
@@ -17,10 +18,14 @@ _NAMES = {
     "ThetaError": "theta", "ThetaTrainer": "trainer", "TrainConfig": "trainer", "load_theta": "trainer",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = sorted([*_NAMES, "evaluate"])
 
 
 def __getattr__(name):
+    if name == "evaluate":
+        from evaluator.api import evaluate
+
+        return evaluate
     if name in _NAMES:
         return getattr(import_module(f".{_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'landscape' has no attribute {name!r}")

@@ -8,6 +8,7 @@ accept new keys (e.g. per-attack parameters).
 from __future__ import annotations
 
 import copy
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,7 +36,7 @@ def parse_value(text: str) -> Any:
 
 
 def parse_number(value: Any, strict: bool = True, name: str = "value") -> float | None:
-    """Return ``value`` as a float; accepts fractions such as ``"8/255"``."""
+    """Return ``value`` as a float; accepts fractions such as ``"8/255"`` or ``"0.5/255"``."""
     if isinstance(value, bool):
         if strict:
             raise ConfigError(f"{name} must be a number, got {value!r}")
@@ -47,6 +48,14 @@ def parse_number(value: Any, strict: bool = True, name: str = "value") -> float 
             return float(Fraction(value.strip()))
         except (ValueError, ZeroDivisionError):
             pass
+        num, slash, den = value.strip().partition("/")
+        if slash:   # a decimal numerator or denominator, e.g. 0.5/255 (Fraction takes only whole ones)
+            try:
+                a, b = float(num), float(den)
+                if b != 0 and math.isfinite(a / b):
+                    return a / b
+            except ValueError:
+                pass
     if strict:
         raise ConfigError(f"{name} must be a number such as 0.5 or 8/255, got {value!r}")
     return None

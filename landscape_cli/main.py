@@ -25,12 +25,12 @@ from landscape.config import ConfigError, load_config
 def _eval(args) -> int:
     from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS
     from evaluator.results import format_table
-    from evaluator.run import run_to_folder
+    from evaluator.run import run_to_folder, uses_ray
 
     cfg = load_config(EVAL_DEFAULTS, args.config, args.overrides, OPEN_SECTIONS)
     out = Path(args.out or Path("results") / time.strftime("%Y%m%d-%H%M%S"))
     runner = None
-    if cfg["ray"]["num_workers"] != 0:
+    if uses_ray(cfg["ray"]):
         from ray_jobs.runner import RayRunner
 
         runner = RayRunner(cfg["ray"])
@@ -174,7 +174,7 @@ def _report(args) -> int:
     summary = checks[checks.get("summary", False) == True]  # noqa: E712
     for _, r in summary.iterrows():
         print(f"[{r['status']:>7}] {r['check']}: {r['detail']}")
-    print(f"wrote {path} and {out / 'robust_accuracy_vs_budget.png'}")
+    print(f"wrote {path}, {out / 'report.html'} (one file, figures embedded) and the figures beside them")
     if args.entry:
         from evaluator.entry import write_entries
         from evaluator.report import load_runs

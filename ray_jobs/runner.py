@@ -28,6 +28,8 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayError
 
+from landscape.plugins import USER_MODULE_PREFIX
+
 
 @ray.remote
 class EvalActor:
@@ -54,7 +56,7 @@ def _register_user_modules() -> None:
     from ray import cloudpickle
 
     for name, module in list(sys.modules.items()):
-        if name.startswith("_landscape_user_"):
+        if name.startswith(USER_MODULE_PREFIX):
             cloudpickle.register_pickle_by_value(module)
 
 

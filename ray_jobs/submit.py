@@ -7,8 +7,9 @@ filesystem, or paths present on every node); results go to ``--out``, which must
 cluster can write and you can read (a shared filesystem).
 
 Token authentication (Ray >= 2.52; on by default for local clusters from 2.59): the client
-sends the cluster's token, read from ``RAY_AUTH_TOKEN``, the file named by
-``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token`` (``--token-file`` sets ``RAY_AUTH_TOKEN_PATH``).
+sends the cluster's token, read from ``--token-file FILE``, ``RAY_AUTH_TOKEN``, the file named by
+``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``, whatever the caller's ``RAY_AUTH_MODE`` (Ray's
+client sends a token only in token mode, so this client switches it on when it finds one).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from landscape.config import dump_config
 from landscape.errors import LandscapeError
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("landscape", "defense", "attacks", "ray_jobs", "tasks", "landscape_cli", "configs", "checkpoints")
+PACKAGES = ("landscape", "cifar10", "defense", "evaluator", "attacks", "ray_jobs", "tasks", "landscape_cli", "configs",
+            "checkpoints", "examples")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -31,11 +33,32 @@ class SubmitError(LandscapeError, RuntimeError):
     pass
 
 
-def _client(address: str, token_file: str | None = None):
+def token_source(token_file: str | None = None) -> str | None:
+    """Where this client's token comes from (the first of ``token_file``, ``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), or None: no token to send."""
     if token_file:
         if not Path(token_file).is_file():
             raise SubmitError(f"token file {token_file} not found")
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(Path(token_file).resolve())
+        return str(Path(token_file).resolve())
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        if not Path(path).is_file():
+            raise SubmitError(f"RAY_AUTH_TOKEN_PATH names {path}, which is not a file")
+        return path
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _client(address: str, token_file: str | None = None):
+    source = token_source(token_file)
+    if token_file:   # the file given wins over a token in the environment
+        os.environ["RAY_AUTH_TOKEN_PATH"] = source
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    if source is not None and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        # Ray's client attaches the token only in token mode: a token we were given is meant to be sent
+        os.environ["RAY_AUTH_MODE"] = "token"
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -73,6 +96,8 @@ def submit(cfg: dict, address: str, out: str, wait: bool = False, pip: bool = Fa
            log=print) -> tuple[str, str | None]:
     """Submit the evaluation; returns (job id, final status if ``wait``)."""
     client = _client(address, token_file)
+    if not (cfg.get("ray") or {}).get("address"):   # the job's driver joins the cluster it was submitted to
+        cfg = {**cfg, "ray": {**(cfg.get("ray") or {}), "address": "auto"}}
     workdir = stage(cfg)
     runtime_env = {"working_dir": str(workdir)}
     if pip:

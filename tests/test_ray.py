@@ -158,6 +158,32 @@ def test_submit_wait_runs_an_evaluation(cluster, setup, reference, tmp_path):
     assert bad.returncode == 2 and "token" in bad.stderr
 
 
+def test_the_token_is_sent_whatever_the_callers_auth_mode(cluster, setup, reference, tmp_path):
+    """As the README says: a token given by --token-file, or in ~/.ray/auth_token, reaches a token-auth
+    cluster from a shell that never set RAY_AUTH_MODE (Ray's client alone sends it only in token mode)."""
+    env, address = cluster
+    bare = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    token = tmp_path / "token"
+    token.write_text(env["RAY_AUTH_TOKEN"])
+    out = tmp_path / "job"
+    cmd = [str(BIN / "landscape"), "submit", "--address", address, "--wait", "--token-file", str(token),
+           *submit_args(setup, out, "ray.num_workers=1")]
+    res = subprocess.run(cmd, cwd=REPO, env=bare, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    pd.testing.assert_frame_equal(table(out), reference)
+    job_id = next(line.strip() for line in res.stdout.splitlines() if line.strip().startswith("raysubmit_"))
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(env["RAY_AUTH_TOKEN"])
+    status = subprocess.run([str(BIN / "landscape"), "jobs", "status", job_id, "--address", address], cwd=REPO,
+                            env=dict(bare, HOME=str(home)), capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stderr[-2000:]
+    # and without any token the cluster refuses, with the one-line hint
+    refused = subprocess.run([str(BIN / "landscape"), "jobs", "status", job_id, "--address", address], cwd=REPO,
+                             env=dict(bare, HOME=str(tmp_path / "nohome")), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "token" in refused.stderr
+
+
 def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, reference, tmp_path):
     env, address = cluster
     node = _ray("start", "--address=127.0.0.1:6479", "--num-cpus=1", "--node-manager-port=6491",

@@ -1,4 +1,6 @@
 """The report's sanity checks each fire on a planted violation, and stay quiet on a sound run."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -54,6 +56,12 @@ def test_report_files(tmp_path):
     text = path.read_text()
     assert "Red flags" in text and "pgd+bpda" in text
     assert (run / "robust_accuracy_vs_budget.png").stat().st_size > 1000
+    html = (run / "report.html").read_text()
+    # one self-contained page: the same tables, red flags first, every figure embedded
+    assert html.index("Red flags") < html.index("pgd+bpda")
+    assert html.count("<img") == text.count("![") and "data:image/png;base64," in html and 'src="' + "robust" not in html
+    separators = [line for line in text.splitlines() if re.fullmatch(r"\|[:\-| ]+\|", line)]
+    assert html.count("<table") == len(separators) >= 2
     assert len(load_runs([run, run])) == 2 * len(df)
     with pytest.raises(ReportError, match="no results"):
         load_runs([tmp_path / "empty"])
