@@ -65,23 +65,60 @@ def run_seed(seed: int, run: int) -> int:
     return int(seed) if run == 0 else derive_seed(seed, "run", run)
 
 
-def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False):
+def _whole(cfg: dict, key: str, minimum: int, allow_none: bool = False, maximum: int | None = None):
     node = cfg
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     if node is None and allow_none:
         return None
-    if isinstance(node, bool) or not isinstance(node, int) or node < minimum:
-        raise EvalError(f"{key} must be a whole number >= {minimum}{' (or null)' if allow_none else ''}, got {node!r}")
+    if isinstance(node, bool) or not isinstance(node, int) or node < minimum or (maximum is not None and node > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise EvalError(f"{key} must be a whole number {bound}{' (or null)' if allow_none else ''}, got {node!r}")
     return node
+
+
+#: keys that take another type besides their default's (a list of draws, a table given inline, one name)
+OTHER_TYPES = {"defense.eot_draws": (list,), "defense.step_sizes": (dict, list), "defenses": (str,),
+               "attacks": (str,), "defense.reverse_steps": (dict, list)}
+
+
+def check_types(cfg: dict, defaults: dict, prefix: str = "") -> None:
+    """Each setting has its default's type (a list where a list is expected, a number where a number is, a
+    mapping where a mapping is): a value of another type gets a clear error here, not a traceback later."""
+    for key, default in defaults.items():
+        path = f"{prefix}{key}"
+        if key not in cfg or default is None:
+            continue
+        value = cfg[key]
+        extra = OTHER_TYPES.get(path, ())
+        if isinstance(default, bool):
+            ok, what = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            what = "a number"
+        elif isinstance(default, str):
+            ok, what = isinstance(value, (str, int, float)) and not isinstance(value, bool), "a string"
+        elif isinstance(default, list):
+            ok, what = isinstance(value, list), "a list such as [a, b]"
+        elif isinstance(default, dict):
+            if isinstance(value, dict):
+                check_types(value, default, path + ".")
+            ok, what = isinstance(value, dict) or (value is None and not default), "a mapping such as {a: 1}"
+        else:
+            continue
+        if not ok and not isinstance(value, extra):
+            raise EvalError(f"{path} must be {what}, got {value!r}")
 
 
 def check_config(cfg: dict) -> None:
     """Type and range checks of the plain settings, so bad values get a clear error, not a traceback."""
-    _whole(cfg, "seed", 0)
+    from evaluator.config import EVAL_DEFAULTS
+
+    check_types(cfg, EVAL_DEFAULTS)
+    _whole(cfg, "seed", 0, maximum=2 ** 63 - 1)   # torch's seed range
     if "runs" in cfg:
         _whole(cfg, "runs", 1)
-    _whole(cfg, "threads", 0)
+    _whole(cfg, "threads", 0, maximum=4096)
     _whole(cfg, "eval.batch_size", 1)
     shard = _whole(cfg, "eval.shard_size", 1, allow_none=True)
     batch = cfg["eval"]["batch_size"]
@@ -96,10 +133,14 @@ def check_config(cfg: dict) -> None:
     if not isinstance(params, dict) or any(not isinstance(v, (dict, type(None))) for v in params.values()):
         raise EvalError(f"attack_params must map attack names to parameter mappings "
                         f"(e.g. attack_params.pgd.steps=20), got {params!r}")
-    for key in ("defenses", "attacks"):
-        value = cfg.get(key)
+    for key in ("defenses", "attacks", "defense.modes"):
+        value = cfg.get(key) if "." not in key else (cfg.get("defense") or {}).get("modes")
         if value is not None and not isinstance(value, (list, str)):
             raise EvalError(f"{key} must be a list such as [none, pgd], got {value!r}")
+        # names (a defense may also be a class, given by the Python API)
+        if isinstance(value, list) and any(not isinstance(v, str) and not (key == "defenses" and isinstance(v, type))
+                                           for v in value):
+            raise EvalError(f"{key} must list names such as [none, pgd], got {value!r}")
 
 
 #: attack parameters that may be lists: the attacker's budget as a second axis of the grid

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,12 @@ from cifar10.classifiers import build_classifier
 from cifar10.data import ImageSet, load_cifar10, select_subset
 from defense.defenses import DefenseFactory
 from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed, run_seed
-from evaluator.probes import probe
+from evaluator.probes import PROBE_IMAGES, probe
 from evaluator.results import results_from_records, write_results
 from evaluator.shards import ShardStore, check_same_config
 from landscape.config import dump_config
 from landscape.device import pick_device
+from landscape.errors import LandscapeError
 from landscape.io import atomic_write, atomic_write_text
 
 
@@ -95,6 +97,18 @@ def attack_correct(model: nn.Module, unit: Unit, data: ImageSet, batch_size: int
         if bar is not None:
             bar.update(len(y))
     return out
+
+
+class ShardError(LandscapeError, RuntimeError):
+    """A cell raised while running one shard; the message names the cell and the shard."""
+
+
+class ShardFailed(Exception):
+    """Raised by a runner when a shard's own code raised on a worker: the shard and the worker's exception."""
+
+    def __init__(self, shard, cause: BaseException):
+        super().__init__(f"shard {shard.key}: {type(cause).__name__}: {cause}")
+        self.shard, self.cause = shard, cause
 
 
 @dataclass
@@ -212,6 +226,15 @@ class EvalContext:
                              "attack_forward": passes.get("attack_forward", 0) / n,
                              "attack_backward": passes.get("attack_backward", 0) / n, "run": shard.run})
 
+    def describe_failure(self, shard: Shard, exc: BaseException, store=None) -> str:
+        """One line: which cell and shard failed, with what, and what was kept."""
+        u = self.units[shard.unit]
+        kept = (f"the {len(store.done())} finished shards are kept in {store.dir}: rerun the same command to resume"
+                if store is not None else "nothing was written")
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return (f"cell defense={u.defense} K={u.budget} attack={u.attack_name} (shard {shard.key}, images "
+                f"{shard.start}-{shard.stop - 1}) failed: {type(exc).__name__}: {first}; {kept}")
+
     def meta(self) -> pd.DataFrame:
         return pd.DataFrame([{
             "model": self.model_name, "defense": u.defense, "landscape": u.landscape, "budget": u.budget,
@@ -247,7 +270,7 @@ def evaluate(cfg: dict, progress: bool = True, store=None, runner=None,
         torch.set_num_threads(int(cfg["threads"]))
     ctx = EvalContext.build(cfg) if ctx is None else ctx
     shards = ctx.shards()
-    done = store.done() if store is not None else set()
+    done = store.done({s.key: s.stop - s.start for s in shards}) if store is not None else set()
     todo = [s for s in shards if s.key not in done]
     collected = []
 
@@ -261,13 +284,24 @@ def evaluate(cfg: dict, progress: bool = True, store=None, runner=None,
                desc="evaluating", unit="img", disable=not progress)
     for s in ctx.skipped:
         bar.write(f"skipped {s['defense']} K={s['budget']} {s['attack']}: {s['reason']}")
+    for s in (store.invalid if store is not None else []):   # said even when quiet: a shard is being redone
+        tqdm.write(f"shard file set aside and redone: {s}", file=sys.stderr)
     if runner is None:
         for shard in todo:
             unit = ctx.units[shard.unit]
             bar.set_postfix_str(f"{unit.defense}/K={unit.budget}/{unit.attack_name}")
-            on_done(shard, ctx.run_shard(shard, bar))
+            try:
+                records = ctx.run_shard(shard, bar)
+            except Exception as exc:   # e.g. CUDA out of memory inside one cell
+                bar.close()
+                raise ShardError(ctx.describe_failure(shard, exc, store)) from exc
+            on_done(shard, records)
     else:
-        runner(ctx, todo, on_done, bar)
+        try:
+            runner(ctx, todo, on_done, bar)
+        except ShardFailed as exc:    # a cell raised on a worker (not a worker that died: that is retried)
+            bar.close()
+            raise ShardError(ctx.describe_failure(exc.shard, exc.cause, store)) from None
     bar.close()
     if store is not None:
         per_image = store.read([s.key for s in shards])
@@ -287,7 +321,14 @@ def run_to_folder(cfg: dict, out: str | Path, progress: bool = True, runner=None
     units = build_units(cfg)
     check_same_config(out, cfg)
     ctx = EvalContext.build(cfg, units)
-    probes = probe(ctx)   # the red flags' evidence about the models (randomized? gradients? logits?)
+    try:
+        probes = probe(ctx)   # the red flags' evidence about the models (randomized? gradients? logits?)
+    except LandscapeError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise EvalError(f"probing the models on {min(len(ctx.data), PROBE_IMAGES)} images, before any shard, failed: "
+                        f"{type(exc).__name__}: {first}; nothing was written") from exc
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(cfg))
     atomic_write(out / "probes.csv", lambda p: probes.to_csv(p, index=False))

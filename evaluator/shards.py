@@ -11,21 +11,60 @@ from landscape.io import atomic_write
 
 
 class ShardStore:
-    """``DIR/shards/<key>.parquet``; writing a shard twice leaves one file (retries never double-count)."""
+    """``DIR/shards/<key>.parquet``; writing a shard twice leaves one file (retries never double-count).
+
+    A shard file counts as done only if it reads back whole with the rows it should hold (a file cut
+    short or corrupted by a crash of the machine, or left by another grid): any other is moved to
+    ``DIR/shards/invalid/`` (kept as evidence, never merged) and its shard is redone."""
 
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir) / "shards"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.invalid: list[str] = []   # the shard files set aside by done()
 
-    def done(self) -> set[str]:
-        return {p.stem for p in self.dir.glob("*.parquet")}
+    def _rows(self, path: Path) -> int | None:
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.read_metadata(path).num_rows)
+        except Exception:   # cut short, not parquet, unreadable: not a finished shard
+            return None
+
+    def done(self, expected: dict[str, int] | None = None) -> set[str]:
+        """Keys of the finished shards; with ``expected`` ({key: rows}), each file's row count is checked."""
+        keys = set()
+        for path in sorted(self.dir.glob("*.parquet")):
+            rows = self._rows(path)
+            want = None if expected is None else expected.get(path.stem)
+            if rows is None or (expected is not None and want is not None and rows != want):
+                self._set_aside(path, "unreadable" if rows is None else f"{rows} rows, {want} expected")
+                continue
+            keys.add(path.stem)
+        return keys
+
+    def _set_aside(self, path: Path, why: str) -> None:
+        import time
+
+        target = self.dir / "invalid" / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{len(self.invalid)}"
+        target.parent.mkdir(exist_ok=True)
+        path.replace(target)
+        self.invalid.append(f"{path.stem} ({why}; moved to {target})")
 
     def write(self, key: str, records: pd.DataFrame) -> None:
-        atomic_write(self.dir / f"{key}.parquet", lambda p: records.to_parquet(p, index=False))
+        try:
+            atomic_write(self.dir / f"{key}.parquet", lambda p: records.to_parquet(p, index=False))
+        except OSError as exc:   # a full disk, a lost mount: nothing half-written is left (atomic_write)
+            raise ShardWriteError(f"could not write shard {key} to {self.dir}: {exc.strerror or exc}; the shards "
+                                  f"finished before it are kept: free space (or fix the folder) and rerun the same "
+                                  f"command to resume") from None
 
     def read(self, keys) -> pd.DataFrame:
         frames = [pd.read_parquet(self.dir / f"{k}.parquet") for k in keys if (self.dir / f"{k}.parquet").is_file()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class ShardWriteError(ConfigError):
+    """A finished shard could not be written (the disk is full, the folder went away)."""
 
 
 def check_same_config(out: Path, cfg: dict) -> None:

@@ -27,7 +27,7 @@ def parse_value(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse value {text!r}: {exc}") from None
+        raise ConfigError(f"cannot parse value {text!r}: {str(exc).splitlines()[0]}") from None
     if isinstance(value, str):
         frac = parse_number(value, strict=False)
         if frac is not None:
@@ -46,7 +46,7 @@ def parse_number(value: Any, strict: bool = True, name: str = "value") -> float 
     if isinstance(value, str):
         try:
             return float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, OverflowError):
             pass
         num, slash, den = value.strip().partition("/")
         if slash:   # a decimal numerator or denominator, e.g. 0.5/255 (Fraction takes only whole ones)
@@ -54,7 +54,7 @@ def parse_number(value: Any, strict: bool = True, name: str = "value") -> float 
                 a, b = float(num), float(den)
                 if b != 0 and math.isfinite(a / b):
                     return a / b
-            except ValueError:
+            except (ValueError, OverflowError):
                 pass
     if strict:
         raise ConfigError(f"{name} must be a number such as 0.5 or 8/255, got {value!r}")
@@ -122,7 +122,7 @@ def load_config(
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         _check_keys(data, defaults, "", open_sections)

@@ -73,8 +73,11 @@ def load_tensors(path: str | Path, error: type[Exception] = CheckpointError, wha
         raise MissingCheckpointError(f"{what} not found: {path}{f' ({hint})' if hint else ''}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise error(f"cannot read {what} {path} with weights_only=True: {exc}") from None
+    except Exception as exc:   # cut short, not a torch file, or a pickle of code (which weights_only refuses)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in reason:
+            reason = "it holds objects other than tensors and plain containers, which weights_only refuses to run"
+        raise error(f"cannot read {what} {path} with weights_only=True: {reason}") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise error(f"{path} is not a {what} (it lacks {', '.join(missing)}){f'; {hint}' if hint else ''}")

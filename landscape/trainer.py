@@ -277,9 +277,14 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     """theta in eval mode (parameters frozen) and the training config it was saved with."""
     state = load_checkpoint(path)
     tc = state["theta_config"]
-    theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
-                  tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False))
-    theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
+    try:
+        theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
+                      tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False))
+        theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:   # wrong shapes, missing keys
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"theta checkpoint {path} does not hold a theta its own config describes "
+                              f"({type(exc).__name__}: {reason}); train one with `landscape train-theta`") from None
     for p in theta.parameters():
         p.requires_grad_(False)
     return theta.to(device).eval(), state["train_config"]

@@ -26,8 +26,9 @@ from collections import deque
 
 import ray
 import torch
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
+from evaluator.run import ShardFailed
 from landscape.plugins import USER_MODULE_PREFIX
 
 
@@ -66,6 +67,7 @@ class RayRunner:
     def __init__(self, cfg: dict):
         self.cfg = cfg
         self.started = False
+        self.watchdog = None
         self.actors: dict = {}
 
     def _connect(self) -> None:
@@ -76,6 +78,9 @@ class RayRunner:
             if address:
                 ray.init(address=address, **kwargs)
             else:
+                from ray_jobs import watchdog
+
+                self.watchdog = watchdog.start()   # reaps this local Ray's processes if this driver is killed
                 ray.init(**kwargs)
                 self.started = True
 
@@ -91,6 +96,10 @@ class RayRunner:
         self.actors.clear()
         if self.started and ray.is_initialized():
             ray.shutdown()
+        if self.watchdog is not None:   # a normal end: Ray stopped its own processes
+            self.watchdog.terminate()
+            self.watchdog.wait(timeout=10)
+            self.watchdog = None
 
     # -- the pool ----------------------------------------------------------------------------
     def _pool_shape(self) -> tuple[int, int, float]:
@@ -153,6 +162,8 @@ class RayRunner:
                 actor, shard = running.pop(fut)
                 try:
                     records = ray.get(fut)
+                except RayTaskError as exc:   # the shard's own code raised (an actor that died is RayActorError)
+                    raise ShardFailed(shard, getattr(exc, "cause", None) or exc) from None
                 except RayActorError:
                     queue.appendleft(shard)            # redo it elsewhere; the dead actor is replaced
                     self._replace(actor, ctx_ref, per_cpu, per_gpu, starting)
