@@ -1,7 +1,7 @@
 """``landscape``: one entry point, a subcommand per job.
 
     landscape eval [--config FILE] [--out DIR] [key=value ...]
-    landscape submit --address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] [key=value ...]
+    landscape submit --address http://HEAD:8265 [--command CMD [--task T]] [--config FILE] [--out DIR] [--wait] [key=value ...]
     landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
     landscape report DIR [DIR ...] [--out DIR] [--entry FILE]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
@@ -183,16 +183,34 @@ def _report(args) -> int:
     return 0
 
 
-def _submit(args) -> int:
+#: commands ``landscape submit --command`` runs on a cluster, each with the loader of its own config
+def _submit_loaders() -> dict:
+    from cifar10.generator import GENERATOR_DEFAULTS
+    from cifar10.ssl_head import SSL_DEFAULTS
     from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS
+    from tasks.pose.generator import POSE_GENERATOR_DEFAULTS
+
+    return {"eval": lambda a: load_config(EVAL_DEFAULTS, a.config, a.overrides, OPEN_SECTIONS),
+            "train-theta": lambda a: _task_config(a, "theta"), "invert": lambda a: _task_config(a, "invert"),
+            "train-generator": lambda a: load_config(GENERATOR_DEFAULTS, a.config, a.overrides),
+            "train-ssl-head": lambda a: load_config(SSL_DEFAULTS, a.config, a.overrides, ("model.kwargs",)),
+            "train-pose-generator": lambda a: load_config(POSE_GENERATOR_DEFAULTS, a.config, a.overrides)}
+
+
+def _submit(args) -> int:
     from ray_jobs.submit import submit
 
-    cfg = load_config(EVAL_DEFAULTS, args.config, args.overrides, OPEN_SECTIONS)
-    if cfg["ray"]["address"] in (None, ""):
+    loaders = _submit_loaders()
+    if args.submit_command not in loaders:
+        raise ConfigError(f"--command {args.submit_command!r} cannot be submitted; it can be one of {', '.join(loaders)}")
+    if args.submit_command in ("train-theta", "invert") and not args.task:
+        raise ConfigError(f"--command {args.submit_command} needs --task TASK")
+    cfg = loaders[args.submit_command](args)   # resolved and checked here: a bad setting never reaches the cluster
+    if args.submit_command == "eval" and cfg["ray"]["address"] in (None, ""):
         cfg["ray"]["address"] = "auto"  # the job's driver runs on the cluster: join it
     out = args.out or str(Path("results").resolve() / time.strftime("%Y%m%d-%H%M%S"))
     _, status = submit(cfg, args.address, out, wait=args.wait, pip=args.pip, token_file=args.token_file,
-                       log=lambda *a, **k: print(*a, **k, flush=True))
+                       log=lambda *a, **k: print(*a, **k, flush=True), command=args.submit_command, task=args.task)
     if status is not None:
         print(f"job finished: {status}; results in {out}")
         return 0 if status == "SUCCEEDED" else 1
@@ -230,9 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="where report.md goes (default: the single DIR, else results/report)")
     rp.add_argument("--entry", help="also write RobustBench-style entries (one per defended cell) to this JSON file")
     rp.set_defaults(overrides=[])
-    sb = command("submit", _submit, "submit landscape eval to a Ray cluster (Ray Jobs API)",
-                 "--address http://HEAD:8265 [--config FILE] [--out DIR] [--wait] [key=value ...]", common=False)
+    sb = command("submit", _submit, "submit landscape eval (or a training command) to a Ray cluster (Ray Jobs API)",
+                 "--address http://HEAD:8265 [--command CMD [--task TASK]] [--config FILE] [--out DIR] [--wait] "
+                 "[key=value ...]", common=False)
     sb.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    sb.add_argument("--command", dest="submit_command", default="eval",
+                    help="the landscape command the job runs: eval (default), train-theta, invert, train-generator, "
+                         "train-ssl-head, train-pose-generator")
+    sb.add_argument("--task", help="for --command train-theta / invert")
     sb.add_argument("--config", help="YAML config")
     sb.add_argument("--out", help="results folder the cluster can write (a shared filesystem); default ./results/<time>")
     sb.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its status")

@@ -1,4 +1,4 @@
-"""Submit ``landscape eval`` to a Ray cluster through the Ray Jobs API, and follow or stop it.
+"""Submit ``landscape eval`` (or a training command) to a Ray cluster through the Ray Jobs API, and follow or stop it.
 
 The job's working directory is a staged copy of this project (its packages, ``pyproject.toml``
 and the resolved config as ``submitted-config.yaml``), uploaded by Ray, so the head node needs
@@ -93,19 +93,21 @@ def stage(cfg: dict) -> Path:
 
 
 def submit(cfg: dict, address: str, out: str, wait: bool = False, pip: bool = False, token_file: str | None = None,
-           log=print) -> tuple[str, str | None]:
-    """Submit the evaluation; returns (job id, final status if ``wait``)."""
+           log=print, command: str = "eval", task: str | None = None) -> tuple[str, str | None]:
+    """Submit ``landscape <command>`` (the evaluation by default) with its resolved ``cfg``; returns (job id,
+    final status if ``wait``)."""
     client = _client(address, token_file)
-    if not (cfg.get("ray") or {}).get("address"):   # the job's driver joins the cluster it was submitted to
-        cfg = {**cfg, "ray": {**(cfg.get("ray") or {}), "address": "auto"}}
     workdir = stage(cfg)
     runtime_env = {"working_dir": str(workdir)}
     if pip:
         runtime_env["pip"] = requirements()
-    entrypoint = f"python -m landscape_cli.main eval --config submitted-config.yaml --out {out} --quiet"
+    import shlex
+
+    entrypoint = (f"python -m landscape_cli.main {shlex.quote(command)}" + (f" --task {shlex.quote(task)}" if task else "")
+                  + f" --config submitted-config.yaml --out {shlex.quote(str(out))} --quiet")
     try:
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                   metadata={"tool": "landscape", "out": out})
+                                   metadata={"tool": "landscape", "command": command, "out": str(out)})
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(job_id)

@@ -225,6 +225,23 @@ def test_the_token_is_sent_whatever_the_callers_auth_mode(cluster, setup, refere
     assert refused.returncode == 2 and "token" in refused.stderr
 
 
+def test_submit_runs_a_training_command(cluster, setup, tmp_path):
+    """`landscape submit --command train-theta --task gan-cifar10`: one line per step of the GPU recipe; the
+    config is resolved and checked before submission (a bad key is refused locally, in one line)."""
+    env, address = cluster
+    out = tmp_path / "theta"
+    common = ["submit", "--address", address, "--wait", "--command", "train-theta", "--task", "gan-cifar10",
+              "--out", str(out), f"data.root={setup / 'data.npz'}", "data.download=false", "data.n_train=32",
+              "data.n_heldout=16", "theta.iterations=3", "theta.eval_every=0", "threads=1"]
+    res = subprocess.run([str(BIN / "landscape"), *common], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "SUCCEEDED" in res.stdout and (out / "theta.pt").is_file()
+    bad = subprocess.run([str(BIN / "landscape"), *common, "theta.no_such_key=1"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no_such_key" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, reference, tmp_path):
     env, address = cluster
     node = _ray("start", "--address=127.0.0.1:6479", "--num-cpus=1", "--node-manager-port=6491",
