@@ -33,6 +33,13 @@ def shared():
 
 
 @pytest.fixture(autouse=True)
+def one_thread_after_each_test():
+    """A run's `threads` setting is process-wide in torch: put the tests' one thread back after each test."""
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch, tmp_path_factory):
     """No test reads the developer's data/weights variables or writes into ~/.cache."""
     monkeypatch.delenv("LANDSCAPE_DATA", raising=False)
