@@ -107,10 +107,9 @@ def table(out: Path) -> pd.DataFrame:
 
 
 def ray_processes() -> set[int]:
-    from ray_jobs.watchdog import _cmdline, _is_ray
+    from ray_jobs.watchdog import ray_processes
 
-    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_ray(_cmdline(int(p)))} \
-        if Path("/proc").is_dir() else set()
+    return ray_processes() if Path("/proc").is_dir() else set()
 
 
 def landscape(args: list[str], env=None) -> subprocess.Popen:

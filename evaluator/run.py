@@ -33,7 +33,7 @@ from evaluator.results import results_from_records, write_results
 from evaluator.shards import ShardStore, check_same_config
 from landscape.config import dump_config
 from landscape.device import pick_device
-from landscape.errors import LandscapeError
+from landscape.errors import LandscapeError, first_line
 from landscape.io import atomic_write, atomic_write_text
 
 
@@ -231,7 +231,7 @@ class EvalContext:
         u = self.units[shard.unit]
         kept = (f"the {len(store.done())} finished shards are kept in {store.dir}: rerun the same command to resume"
                 if store is not None else "nothing was written")
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         return (f"cell defense={u.defense} K={u.budget} attack={u.attack_name} (shard {shard.key}, images "
                 f"{shard.start}-{shard.stop - 1}) failed: {type(exc).__name__}: {first}; {kept}")
 
@@ -326,7 +326,7 @@ def run_to_folder(cfg: dict, out: str | Path, progress: bool = True, runner=None
     except LandscapeError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first_line(exc)
         raise EvalError(f"probing the models on {min(len(ctx.data), PROBE_IMAGES)} images, before any shard, failed: "
                         f"{type(exc).__name__}: {first}; nothing was written") from exc
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import LandscapeError
+from .errors import LandscapeError, first_line
 
 
 class CheckpointError(LandscapeError, RuntimeError):
@@ -74,7 +74,7 @@ def load_tensors(path: str | Path, error: type[Exception] = CheckpointError, wha
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:   # cut short, not a torch file, or a pickle of code (which weights_only refuses)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         if "Weights only load failed" in reason:
             reason = "it holds objects other than tensors and plain containers, which weights_only refuses to run"
         raise error(f"cannot read {what} {path} with weights_only=True: {reason}") from None

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .buffer import ReplayBuffer
+from .errors import first_line
 from .io import CheckpointError, atomic_write, load_tensors
 from .problem import InversionProblem, target_cat, target_len, target_to
 from .space import Space
@@ -282,7 +283,7 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
                       tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False))
         theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:   # wrong shapes, missing keys
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         raise CheckpointError(f"theta checkpoint {path} does not hold a theta its own config describes "
                               f"({type(exc).__name__}: {reason}); train one with `landscape train-theta`") from None
     for p in theta.parameters():

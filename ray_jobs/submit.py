@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("landscape", "cifar10", "defense", "evaluator", "attacks", "ray_jobs", "tasks", "landscape_cli", "configs",
             "checkpoints", "examples")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: how long a submission waits for a just-started cluster's job agent ("No available agent to submit job")
+AGENT_WAIT_S = 90
 
 
 class SubmitError(LandscapeError, RuntimeError):
@@ -106,8 +108,16 @@ def submit(cfg: dict, address: str, out: str, wait: bool = False, pip: bool = Fa
     entrypoint = (f"python -m landscape_cli.main {shlex.quote(command)}" + (f" --task {shlex.quote(task)}" if task else "")
                   + f" --config submitted-config.yaml --out {shlex.quote(str(out))} --quiet")
     try:
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                   metadata={"tool": "landscape", "command": command, "out": str(out)})
+        deadline = time.time() + AGENT_WAIT_S
+        while True:
+            try:
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                           metadata={"tool": "landscape", "command": command, "out": str(out)})
+                break
+            except RuntimeError as exc:   # a cluster just started: its job agent is not up yet
+                if "No available agent" not in str(exc) or time.time() > deadline:
+                    raise
+                time.sleep(2)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     log(job_id)

@@ -41,6 +41,11 @@ def _is_ray(cmd: str) -> bool:
     return "ray::" in cmd or "/ray/" in cmd or "raylet" in cmd or "gcs_server" in cmd
 
 
+def ray_processes() -> set[int]:
+    """PIDs of every Ray process alive on this machine (agents, raylets, GCS, workers)."""
+    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_ray(_cmdline(int(p)))}
+
+
 def descendants(root: int) -> dict[int, int]:
     """{pid: start time} of every live descendant of ``root``."""
     parents: dict[int, list[int]] = {}

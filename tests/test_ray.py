@@ -122,45 +122,37 @@ def test_interrupted_driver_resumes_to_the_same_table(setup, reference):
     pd.testing.assert_frame_equal(table(out), reference)
 
 
-def ray_processes() -> set[int]:
-    """PIDs of the Ray processes alive on this machine (agents, raylets, GCS, workers)."""
-    from ray_jobs.watchdog import _cmdline, _is_ray
-
-    return {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_ray(_cmdline(int(p)))}
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the watchdog reads /proc (Linux)")
 def test_a_killed_driver_leaves_no_ray_process_behind(setup, reference):
     """SIGKILL of the driver while its local Ray starts (when the raylet's agents used to be orphaned) and
-    once shards are done: a few seconds later none of that Ray's processes is alive; the run then resumes."""
+    once shards are done: a few seconds later none of that Ray's processes is alive; the run then resumes.
+    The run's processes are its driver's Ray descendants, taken just before the kill (so another Ray on the
+    machine does not count)."""
+    from ray_jobs.watchdog import _cmdline, _is_ray, _stat, descendants
+
     out = setup / "orphans"
     cmd = [str(BIN / "landscape"), *args_for(setup, out, "ray.num_workers=2", delay=0.3)]
     for moment in ("starting", "running"):
-        before = ray_processes()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        if moment == "starting":   # the first of its Ray's agents is up: the raylet is starting its children
-            while time.time() < deadline and not any("Agent" in _cmd(p) for p in ray_processes() - before):
-                time.sleep(0.05)
-        else:
-            while time.time() < deadline and not list((out / "shards").glob("*.parquet")):
-                time.sleep(0.1)
-        assert ray_processes() - before, f"{moment}: no Ray process was started"
+        ours: dict = {}
+        while time.time() < deadline:
+            ours = {p: t for p, t in descendants(proc.pid).items() if _is_ray(_cmdline(p))}
+            if moment == "starting" and any("Agent" in _cmdline(p) for p in ours):
+                break   # the first of its Ray's agents is up: the raylet is starting its children
+            if moment == "running" and list((out / "shards").glob("*.parquet")):
+                break
+            time.sleep(0.05)
+        assert ours, f"{moment}: no Ray process was started"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        alive = lambda: {p: _cmdline(p) for p, t in ours.items() if (_stat(p) or (0, None))[1] == t}  # noqa: E731
         deadline = time.time() + 20
-        while time.time() < deadline and ray_processes() - before:
+        while time.time() < deadline and alive():
             time.sleep(0.5)
-        left = {p: _cmd(p) for p in ray_processes() - before}
-        assert not left, f"killed while {moment}: left behind {left}"
+        assert not alive(), f"killed while {moment}: left behind {alive()}"
     assert main(args_for(setup, out, "ray.num_workers=0", delay=0.3)) == 0
     pd.testing.assert_frame_equal(table(out), reference)
-
-
-def _cmd(pid: int) -> str:
-    from ray_jobs.watchdog import _cmdline
-
-    return _cmdline(pid)
 
 
 def test_resume_refuses_a_different_config(setup, reference, capsys):
