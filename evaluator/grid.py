@@ -173,9 +173,7 @@ def build_units(cfg: dict) -> list[Unit]:
     entries = cfg.get("defenses") or ["none"]
     if isinstance(entries, str):
         entries = [entries]
-    kwargs = (cfg.get("defense") or {}).get("kwargs") or {}
-    if not isinstance(kwargs, dict):
-        raise EvalError(f"defense.kwargs must be a mapping of keyword arguments, got {kwargs!r}")
+    kwargs = (cfg.get("defense") or {}).get("kwargs") or {}   # a mapping: check_types saw to it
     try:
         resolved = resolve_defenses(entries, kwargs)   # your own defenses are imported and checked here
     except DefenseError as exc:
