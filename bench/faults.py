@@ -36,6 +36,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
+from evaluator.results import TIMING_COLUMNS  # noqa: E402
 
 MODEL = '''
 import time, torch, torch.nn as nn
@@ -103,7 +104,7 @@ def expected_shards(out: Path) -> int:
 
 
 def table(out: Path) -> pd.DataFrame:
-    return pd.read_parquet(out / "results.parquet").drop(columns=["seconds"])
+    return pd.read_parquet(out / "results.parquet").drop(columns=TIMING_COLUMNS)
 
 
 def ray_processes() -> set[int]:

@@ -18,14 +18,20 @@ import torch
 from landscape.config import parse_number
 from landscape.errors import LandscapeError
 from landscape.io import resolve_path
+from tasks.gan.problem import GanInversion
+from tasks.reverse.problem import ReverseAttackProblem
 
 from .purifiers import GeneratorPurifier, ReversePurifier
 from .user import UserDefense, is_object_spec
 
 #: each defense and its landscape (the ``landscape`` column of the results)
 DEFENSES = {"none": "none", "purify-x": "x", "purify-z": "z", "reverse-x": "x", "reverse-z": "z"}
-#: defenses a defense-aware attack (``pgd-aware``) can run against (undefended: plain PGD)
-NATURAL_LOSS_DEFENSES = {"none", "reverse-x", "reverse-z"}
+#: the inversion problem each built-in purifier solves per input (the purifier *is* that problem)
+PROBLEMS = {"purify-x": GanInversion, "purify-z": GanInversion,
+            "reverse-x": ReverseAttackProblem, "reverse-z": ReverseAttackProblem}
+#: defenses a defense-aware attack (``pgd-aware``) can run against: those whose problem declares a
+#: ``natural_loss`` (a user defense: its own ``natural_loss`` method); undefended, it is plain PGD
+NATURAL_LOSS_DEFENSES = {"none"} | {d for d, problem in PROBLEMS.items() if hasattr(problem, "natural_loss")}
 
 #: every ``defense`` key of ``landscape eval`` (and ``train-classifier``), with its default
 DEFENSE_DEFAULTS = {

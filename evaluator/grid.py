@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from attacks import NO_ATTACK, get_attack
 from attacks.adaptive import MODES
 from attacks.base import BoundAttack
-from defense.defenses import DEFENSES, NATURAL_LOSS_DEFENSES, DefenseError, resolve_defenses
+from defense.defenses import DEFENSE_DEFAULTS, DEFENSES, NATURAL_LOSS_DEFENSES, DefenseError, resolve_defenses
 from landscape.errors import LandscapeError
 
 
@@ -226,7 +226,7 @@ def build_units(cfg: dict) -> list[Unit]:
                 raise EvalError(f"attack {n!r} needs a defense with a self-supervised loss "
                                 f"({', '.join(sorted(natural - {'none'}))}, or your own with a natural_loss method; "
                                 f"none runs it as PGD), not {', '.join(wrong)}")
-    eot = dcfg.get("eot_draws", 8)
+    eot = dcfg.get("eot_draws", DEFENSE_DEFAULTS["eot_draws"])
     draws = [None] if not isinstance(eot, list) else _whole_list(eot, "defense.eot_draws")
     if not isinstance(eot, list):
         _whole({"eot_draws": eot}, "eot_draws", 1)

@@ -44,6 +44,8 @@ def load_runs(dirs) -> pd.DataFrame:
             raise ReportError(f"{d} holds no results.csv or results.parquet (is it a `landscape eval --out` folder?)")
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         df.insert(0, "run", d.name)
+        if "seconds_per_image" not in df and "seconds" in df:   # folders written before the column
+            df["seconds_per_image"] = df["seconds"] / (df["n"] * (df["runs"] if "runs" in df else 1))
         frames.append(df)
     if not frames:
         raise ReportError("give at least one results folder")
@@ -653,10 +655,29 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
                          "per K (a curve still falling at its right end: the attack had not converged):"),
                    ("img", "attacker_budget.png", "attacker budget"), ("img", "attacker_convergence.png", "attacker convergence")]
     blocks += [("h2", "Accuracy against K, per attack"), ("img", "robust_accuracy_vs_budget.png", "robust accuracy vs budget")]
+    compute_table = compute_per_image(df)
+    if compute_table is not None:
+        blocks += [("h2", "Compute per image"),
+                   ("p", "Counted, not estimated: the deployed purifier's objective evaluations and gradients, the attack's "
+                         "forward passes and input gradients of the model it attacks, and the wall time of one image in one "
+                         "run (this machine's; a suite sums its members)."),
+                   ("table", compute_table)]
     path = out / "report.md"
     atomic_write_text(out / "report.html", render_html(blocks, out))
     atomic_write_text(path, render_markdown(blocks))
     return path, checks
+
+
+def compute_per_image(df: pd.DataFrame) -> pd.DataFrame | None:
+    """One row per cell with its counted passes and seconds per image; None for runs written before them."""
+    cols = ["purifier_forward", "purifier_backward", "attack_forward", "attack_backward", "seconds_per_image"]
+    if not set(cols) <= set(df.columns):
+        return None
+    view = df[["run", "defense", "landscape", "budget", "attack", *cols]].copy()
+    for c in cols[:-1]:
+        view[c] = view[c].map(lambda v: "not counted" if pd.isna(v) else f"{v:.4g}")
+    view["seconds_per_image"] = view["seconds_per_image"].map(lambda v: f"{v:.3g}")
+    return view.rename(columns={"seconds_per_image": "seconds / image"}).reset_index(drop=True)
 
 
 def render_markdown(blocks) -> str:

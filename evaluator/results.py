@@ -15,10 +15,15 @@ from landscape.stats import wilson_interval
 
 RESULT_COLUMNS = ["model", "defense", "landscape", "budget", "attack", "norm", "eps", "n", "correct",
                   "accuracy", "ci_low", "ci_high", "runs", "acc_mean", "acc_std", "acc_worst_run", "seconds",
-                  "purifier_forward", "purifier_backward", "attack_forward", "attack_backward", "data", "steps", "params"]
+                  "seconds_per_image", "purifier_forward", "purifier_backward", "attack_forward", "attack_backward",
+                  "data", "steps", "params"]
 #: per-image compute columns, counted: the deployed purifier's objective evaluations and gradients, and the
 #: attack's forward passes and input gradients of the model it attacks (0 for clean accuracy)
 PASS_COLUMNS = ["purifier_forward", "purifier_backward", "attack_forward", "attack_backward"]
+#: wall time, the one thing two runs of the same command may disagree on: ``seconds`` is the cell's total
+#: (every image, every run), ``seconds_per_image`` the wall time of one image in one run (a suite: the sum of
+#: its members', the time its attacker spends on one image)
+TIMING_COLUMNS = ["seconds", "seconds_per_image"]
 
 
 
@@ -56,6 +61,7 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     stats = pd.DataFrame([{**dict(zip(keys, k)), **_run_stats(g)} for k, g in per_run.groupby(level=keys, sort=False)])
     rows = counts.merge(stats, on=keys, how="left").merge(meta, on=keys, how="left")
     rows = rows.rename(columns={"size": "n", "sum": "correct"})
+    rows["seconds_per_image"] = rows["seconds"] / (rows["n"] * rows["runs"])
 
     suites = []
     attacked = rows[rows["attack"] != NO_ATTACK]
@@ -77,6 +83,7 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
                        "attack": f"suite[{','.join(names)}]", "norm": norm, "eps": eps, "n": len(survived),
                        "correct": int(survived.sum()), **_run_stats(pd.Series(accs)),
                        "seconds": float(group["seconds"].sum()),
+                       "seconds_per_image": float(group["seconds_per_image"].sum()),
                        "purifier_forward": float(group["purifier_forward"].max()),
                        "purifier_backward": float(group["purifier_backward"].max()),
                        # the suite's attacker ran every member on every image (no early stop across members)

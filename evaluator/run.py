@@ -26,7 +26,7 @@ from attacks.adaptive import AdaptiveError, Defended, surrogate
 from attacks.queries import QueryCounter
 from cifar10.classifiers import build_classifier
 from cifar10.data import ImageSet, load_cifar10, select_subset
-from defense.defenses import DefenseFactory
+from defense.defenses import DEFENSE_DEFAULTS, DefenseFactory
 from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed, run_seed
 from evaluator.probes import PROBE_IMAGES, probe
 from evaluator.results import results_from_records, write_results
@@ -140,9 +140,10 @@ class EvalContext:
                             f"({self.batch_size}), so that batch seeds do not depend on the split")
         self.shard_size = shard_size
         d = cfg.get("defense") or {}
-        eot = d.get("eot_draws", 8)
-        # a list of draws lives on each EOT cell (Unit.draws); the single value is the run's
-        self.draws, self.max_gb = int(eot) if not isinstance(eot, list) else 8, float(d.get("unrolled_max_gb", 4.0))
+        eot = d.get("eot_draws", DEFENSE_DEFAULTS["eot_draws"])
+        # a list of draws lives on each EOT cell (Unit.draws, never None then); the single value is the run's
+        self.draws = int(eot) if not isinstance(eot, list) else DEFENSE_DEFAULTS["eot_draws"]
+        self.max_gb = float(d.get("unrolled_max_gb", DEFENSE_DEFAULTS["unrolled_max_gb"]))
         self.model_name = str(cfg["model"]["name"])
         self.skipped: list[dict] = []
         self.transfer_cache: dict = {}   # non-adaptive adversarial batches, shared by every defense and K (per worker)

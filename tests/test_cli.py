@@ -12,7 +12,7 @@ import torch
 import yaml
 from _util import LOSSLESS_NPZ, RESNET_FILES, landscape_command, subprocess_env
 
-from evaluator.results import RESULT_COLUMNS
+from evaluator.results import RESULT_COLUMNS, TIMING_COLUMNS
 from landscape_cli.main import main
 
 OUTPUTS = ("results.csv", "results.parquet", "per_image.parquet", "config.yaml", "versions.json")
@@ -87,6 +87,10 @@ def test_results_table(tiny_run, tiny):
     assert ((res["ci_low"] <= res["accuracy"] + 1e-9) & (res["accuracy"] <= res["ci_high"] + 1e-9)).all()
     assert (res["ci_low"] < res["ci_high"]).all()
     assert (res["seconds"] >= 0).all()
+    cells = ~res["attack"].str.startswith("suite[")            # one image in one run: the total over n x runs
+    assert res.loc[cells, "seconds_per_image"].to_numpy() == pytest.approx(
+        (res.loc[cells, "seconds"] / (res.loc[cells, "n"] * res.loc[cells, "runs"])).to_numpy())
+    assert rows.loc[suite, "seconds_per_image"] == pytest.approx(rows.loc[["fgsm", "pgd"], "seconds_per_image"].sum())
     parquet = pd.read_parquet(tiny_run / "results.parquet")
     pd.testing.assert_frame_equal(parquet.reset_index(drop=True), res, check_dtype=False)
 
@@ -134,7 +138,7 @@ def test_same_seed_same_counts_other_seed_other_images(tiny, tiny_run, tmp_path,
     again = pd.read_csv(tmp_path / "again" / "results.csv")
     assert list(first["correct"]) == list(again["correct"])
     keys = ["attack", "index"]
-    timing = ["seconds"]                                         # wall time is the one thing allowed to differ
+    timing = TIMING_COLUMNS                                         # wall time is the one thing allowed to differ
     p1 = pd.read_parquet(tiny_run / "per_image.parquet").sort_values(keys).reset_index(drop=True)
     p2 = pd.read_parquet(tmp_path / "again" / "per_image.parquet").sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(p1.drop(columns=timing, errors="ignore"), p2.drop(columns=timing, errors="ignore"))

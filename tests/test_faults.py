@@ -7,6 +7,7 @@ import errno
 import pandas as pd
 import pytest
 
+from evaluator.results import TIMING_COLUMNS
 from landscape_cli.main import main
 
 
@@ -31,7 +32,7 @@ def args(tiny, out, *extra):
 
 
 def table(out):
-    return pd.read_parquet(out / "results.parquet").drop(columns=["seconds"])
+    return pd.read_parquet(out / "results.parquet").drop(columns=TIMING_COLUMNS)
 
 
 def run(argv, capsys):

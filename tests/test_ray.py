@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluator.results import TIMING_COLUMNS
 from landscape_cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def submit_args(root, out, *extra, **kw):
 
 def table(out):
     df = pd.read_csv(Path(out) / "results.csv")
-    return df.drop(columns=["seconds"]).sort_values(["defense", "budget", "attack"]).reset_index(drop=True)
+    return df.drop(columns=TIMING_COLUMNS).sort_values(["defense", "budget", "attack"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -279,5 +280,5 @@ def test_the_runners_docstring_example_runs(setup, reference):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test, clear_globs=False)
     assert runner.failures == 0 and runner.tries == 4
-    got = test.globs["results"].drop(columns=["seconds"]).sort_values(["defense", "budget", "attack"])
+    got = test.globs["results"].drop(columns=TIMING_COLUMNS).sort_values(["defense", "budget", "attack"])
     pd.testing.assert_frame_equal(got.reset_index(drop=True), reference, check_dtype=False)

@@ -92,6 +92,21 @@ def test_headline_figures_draw_worst_case_and_clean_against_k_and_compute(tmp_pa
     assert "headline" not in path.read_text()
 
 
+def test_compute_table_shows_counted_passes_and_seconds_per_image(tmp_path):
+    df = pd.DataFrame(sound()).drop(columns="run").assign(runs=1)
+    for col, k in (("purifier_forward", 11), ("purifier_backward", 10), ("attack_forward", 21), ("attack_backward", 20)):
+        df[col] = [0 if d == "none" and col.startswith("purifier") else k for d in df["defense"]]
+    df.loc[df["defense"] == "purify-x", "purifier_backward"] = float("nan")       # a defense that counts nothing
+    run = tmp_path / "run1"
+    run.mkdir()
+    df.to_csv(run / "results.csv", index=False)               # written before the column: derived from seconds / n
+    text = write_report([run], run)[0].read_text()
+    section = text[text.index("## Compute per image"):]
+    assert "not counted" in section and re.search(r"\| +0\.01 +\|", section)   # 1 s over 100 images, one run
+    assert section.count("purify-x") == 3 and "seconds / image" in section
+    assert "Compute per image" in (run / "report.html").read_text()
+
+
 def test_autoattack_and_the_original_within_a_point_are_ok():
     df = pd.DataFrame(sound() + [row("autoattack+bpda", 0.20), row("autoattack-original+bpda", 0.21)])
     assert status(df, "autoattack disagrees with the original") == "ok"

@@ -10,6 +10,7 @@ import pytest
 from _util import REPO
 
 import landscape
+from evaluator.results import TIMING_COLUMNS
 from landscape_cli.main import main
 
 EPS = 0.08
@@ -26,7 +27,7 @@ def args(tiny, out, *extra):
 
 
 def table(out):
-    return pd.read_parquet(out / "results.parquet").drop(columns=["seconds"])
+    return pd.read_parquet(out / "results.parquet").drop(columns=TIMING_COLUMNS)
 
 
 def run(argv, capsys):
@@ -134,7 +135,7 @@ def test_the_api_gives_the_cli_table(tiny, inproc):
                   seed=1, ray__num_workers=0)
     api, per_image = landscape.evaluate(per_image=True, **kwargs)
     cli = table(inproc)
-    pd.testing.assert_frame_equal(api.drop(columns=["seconds"]).reset_index(drop=True), cli)
+    pd.testing.assert_frame_equal(api.drop(columns=TIMING_COLUMNS).reset_index(drop=True), cli)
     assert len(per_image) == 16 * len(api[~api["attack"].str.startswith("suite[")])
 
 
