@@ -1,8 +1,9 @@
 """Which way of learning theta pays off: each training variant, its training time, and the K at which Z
 reaches what plain descent in X reaches at the reference budget.
 
-For ``--task`` (``gan-cifar10`` or ``pose-cmu``; the reverse attack's SSL loss costs a ResNet-20 pass per
-step, too slow to train several variants on a CPU), each variant of the built-in list (method x width x
+For ``--task`` (``gan-cifar10`` or ``pose-cmu``; the reverse attack's variants are trained one by one with
+``landscape train-theta --task reverse-cifar10`` and compared by ``bench/invert_variants.py``, see
+``docs/ablation/reverse-cifar10/README.md``), each variant of the built-in list (method x width x
 trajectory length x rule) is trained from scratch for ``--minutes`` of training time with the one
 trainer (``landscape.trainer``), then evaluated on held-out targets: X and every theta are tuned per K
 over the **same** candidate set (the task's ``invert.search``) on training targets; the table gives,

@@ -129,7 +129,19 @@ def load_config(
         cfg = merge(cfg, data)
     upd = overrides_to_dict(overrides)
     _check_keys(upd, defaults, "", open_sections)
-    return merge(cfg, upd)
+    return _clear_open_mappings(merge(cfg, upd), upd, defaults)
+
+
+def _clear_open_mappings(cfg: dict, upd: dict, defaults: dict) -> dict:
+    """``key={}`` empties a mapping whose default is empty (``defense.attack_modes={}`` drops what the
+    config file put there); a deep merge alone would keep it. Sections with defaults are left as merged."""
+    for key, value in upd.items():
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if value == {} and default == {} and isinstance(cfg.get(key), dict):
+            cfg[key] = {}
+        elif isinstance(value, dict) and isinstance(cfg.get(key), dict) and isinstance(default, dict):
+            _clear_open_mappings(cfg[key], value, default)
+    return cfg
 
 
 def dump_config(cfg: dict) -> str:

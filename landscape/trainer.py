@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .buffer import ReplayBuffer
 from .errors import first_line
-from .io import CheckpointError, atomic_write, load_tensors
+from .io import CheckpointError, atomic_write, load_tensors, resolve_path
 from .problem import InversionProblem, target_cat, target_len, target_to
 from .space import Space
 from .theta import Theta, ThetaError
@@ -68,6 +68,8 @@ class TrainConfig:
     eval_budget: int = 10         # K of the held-out evaluation
     eval_n: int = 64              # held-out targets of the evaluation
     seed: int = 0
+    init: str | None = None       # a trained theta's file to start from instead of the identity (fine-tuning;
+    #                               same architecture; a resumed run keeps its own weights)
     extra: dict = field(default_factory=dict)  # task settings recorded with the checkpoint
 
     @classmethod
@@ -113,6 +115,8 @@ class ThetaTrainer:
             cond_dim = int(problem.condition(probe).shape[1])
         self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip,
                            cfg.activation, cond_dim, cfg.shift_only).to(self.device)
+        if cfg.init:
+            self._start_from(cfg.init)
         self.space = Space(self.problem, self.theta)
         if cfg.method == "coordinate":
             self.opt = torch.optim.AdamW(self.theta.parameters(), lr=cfg.theta_lr, weight_decay=cfg.weight_decay)
@@ -123,6 +127,16 @@ class ThetaTrainer:
         self.elapsed = 0.0
         self.history: list[dict] = []
         self.last_eval: float | None = None   # the latest held-out loss, for the progress bar
+
+    def _start_from(self, path) -> None:
+        """Load a trained theta's weights (``theta.init``): this run fine-tunes it with its own method."""
+        trained, _ = load_theta(resolve_path(path))
+        mine = {k: v.shape for k, v in self.theta.state_dict().items()}
+        theirs = {k: v.shape for k, v in trained.state_dict().items()}
+        if mine != theirs:
+            raise ThetaError(f"theta.init {path}: its architecture differs from this run's theta (width, depth, z_dim, "
+                             f"condition, skip must match those it was trained with)")
+        self.theta.load_state_dict({k: v.to(self.device) for k, v in trained.state_dict().items()})
 
     # -- one piece at a time -------------------------------------------------------------
     @contextmanager

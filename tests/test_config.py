@@ -114,6 +114,15 @@ def test_load_config_yaml_then_overrides(tmp_path):
     assert cfg["model"] == SCHEMA["model"]           # untouched section keeps its defaults
 
 
+def test_an_empty_mapping_override_clears_an_open_mapping_but_not_a_section(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("defense:\n  attack_modes: {autoattack: [nonadaptive]}\n  eot_draws: 4\n")
+    cfg = load_config(EVAL_DEFAULTS, path, ["defense.attack_modes={}"], OPEN_SECTIONS)
+    assert cfg["defense"]["attack_modes"] == {} and cfg["defense"]["eot_draws"] == 4
+    kept = load_config(EVAL_DEFAULTS, path, ["defense={}", "eval={}"], OPEN_SECTIONS)   # sections keep their keys
+    assert kept["defense"]["attack_modes"] == {"autoattack": ["nonadaptive"]} and kept["eval"] == EVAL_DEFAULTS["eval"]
+
+
 def test_load_config_does_not_mutate_defaults():
     before = copy.deepcopy(SCHEMA)
     cfg = load_config(SCHEMA, None, ["data.n_examples=5", "attack_params.pgd.steps=3", "model.kwargs.width=2"], OPEN)

@@ -290,3 +290,18 @@ def test_resume_accepts_task_settings_the_checkpoint_predates_and_refuses_change
     ThetaTrainer(IllConditioned(), TrainConfig(extra={"task": "t", "eps_rev": 0.1}, **cfg)).resume(tmp_path / "state.pt")
     with pytest.raises(CheckpointError, match="extra"):
         ThetaTrainer(IllConditioned(), TrainConfig(extra={"task": "other"}, **cfg)).resume(tmp_path / "state.pt")
+
+
+def test_init_fine_tunes_a_trained_theta_with_another_method(tmp_path):
+    coord = ThetaTrainer(IllConditioned(), TrainConfig(iterations=100, **COORD))
+    coord.train(tmp_path / "coordinate.pt", progress=False)
+    before = coord.heldout_loss()
+    cfg = dict(COORD, method="unrolled", unroll=5, theta_lr=1e-4, init=str(tmp_path / "coordinate.pt"))
+    tuned = ThetaTrainer(IllConditioned(), TrainConfig(iterations=1, **cfg))
+    for a, b in zip(coord.theta.state_dict().values(), tuned.theta.state_dict().values()):
+        assert torch.equal(a, b)                     # starts where the trained theta ended, not at the identity
+    tuned = ThetaTrainer(IllConditioned(), TrainConfig(iterations=150, **cfg))
+    tuned.train(progress=False)
+    assert tuned.heldout_loss() < before, (before, tuned.heldout_loss())   # the K-step loss it now trains for
+    with pytest.raises(LandscapeError, match="architecture differs"):
+        ThetaTrainer(IllConditioned(), TrainConfig(**dict(cfg, width=32)))
