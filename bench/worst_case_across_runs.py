@@ -83,7 +83,7 @@ def plot(table: pd.DataFrame, path) -> None:
             ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
             ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
             ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
-        for i, ((d, land), g) in enumerate(t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True)):
+        for i, ((d, _), g) in enumerate(t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True)):
             g = g.sort_values("budget")
             ks = g["budget"].where(g["budget"] > 0, 0.5)
             lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])

@@ -45,7 +45,9 @@ def load_runs(dirs) -> pd.DataFrame:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         df.insert(0, "run", d.name)
         if "seconds_per_image" not in df and "seconds" in df:   # folders written before the column
-            df["seconds_per_image"] = df["seconds"] / (df["n"] * (df["runs"] if "runs" in df else 1))
+            from evaluator.results import seconds_per_image
+
+            df["seconds_per_image"] = seconds_per_image(df)
         frames.append(df)
     if not frames:
         raise ReportError("give at least one results folder")

@@ -26,6 +26,11 @@ PASS_COLUMNS = ["purifier_forward", "purifier_backward", "attack_forward", "atta
 TIMING_COLUMNS = ["seconds", "seconds_per_image"]
 
 
+def seconds_per_image(rows: pd.DataFrame) -> pd.Series:
+    """A cell's wall time of one image in one run: its total over n images and its runs (1 if unrecorded)."""
+    return rows["seconds"] / (rows["n"] * (rows["runs"] if "runs" in rows else 1))
+
+
 
 PACKAGES = ("landscape-defense", "torch", "torchvision", "torchattacks", "robustbench", "pyautoattack", "ray",
             "numpy", "pandas", "pyarrow")
@@ -61,7 +66,7 @@ def aggregate(per_image: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     stats = pd.DataFrame([{**dict(zip(keys, k)), **_run_stats(g)} for k, g in per_run.groupby(level=keys, sort=False)])
     rows = counts.merge(stats, on=keys, how="left").merge(meta, on=keys, how="left")
     rows = rows.rename(columns={"size": "n", "sum": "correct"})
-    rows["seconds_per_image"] = rows["seconds"] / (rows["n"] * rows["runs"])
+    rows["seconds_per_image"] = seconds_per_image(rows)
 
     suites = []
     attacked = rows[rows["attack"] != NO_ATTACK]
