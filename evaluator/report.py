@@ -14,6 +14,7 @@ still falls by more than a point when the attack's steps double (the attack had 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -68,6 +69,13 @@ def load_per_image(dirs) -> pd.DataFrame | None:
             g.insert(0, "run", Path(d).name)
             frames.append(g)
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _budget_order(panel: tuple) -> tuple:
+    """Panels of one attack in the order of its budget (``pgd[steps=5]`` before ``pgd[steps=10]``), not as text."""
+    family, norm, eps = panel
+    base, _, label = family.partition("[")
+    return base, [int(n) for n in re.findall(r"\d+", label)], norm, eps
 
 
 def split_attack(name: str) -> tuple[str, str]:
@@ -422,7 +430,8 @@ def plot_budget(df: pd.DataFrame, path: Path) -> None:
     d["mode"] = [a.partition("+")[2].split("[")[0] or "none" for a in d["attack"]]
     clean = d[d["attack"] == "none"]
     attacked = d[d["attack"] != "none"]
-    panels = sorted(attacked[["family", "norm", "eps"]].drop_duplicates().itertuples(index=False, name=None))
+    panels = sorted(attacked[["family", "norm", "eps"]].drop_duplicates().itertuples(index=False, name=None),
+                    key=_budget_order)
     several = df["run"].nunique() > 1
     series = sorted(d[["run", "defense", "landscape"]].drop_duplicates().itertuples(index=False, name=None))
     style = {s: (SERIES_STYLES[i % len(SERIES_STYLES)], SERIES_MARKERS[i % len(SERIES_MARKERS)])
