@@ -10,6 +10,17 @@ images all those runs evaluated. Prints a table and writes it as CSV with ``--ou
 
 ``--plot``: the worst case and the clean accuracy against K per defended model, with 95% intervals and the
 undefended worst case as a band (the report's headline is per run; this one is across them).
+
+**A cascade** (what AutoAttack does inside one attack suite): ``--survivors FILE`` writes the source indices of the
+images robust in one cell (``--defense``, ``--budget``, ``--landscape`` pick it), and ``landscape eval ...
+data.indices=FILE`` runs a costlier attack on them alone. A run that skipped images is then counted on every image
+of the others, but only where each image it skipped is broken by an attack of another run; otherwise the images
+all runs share, as before (column ``images``: ``cascade`` or ``shared``). The worst case is then exact: an image
+broken once stays broken.
+
+    python bench/worst_case_across_runs.py results/robust-reverse-exact-k40 --defense reverse-x --budget 40 --survivors s40.csv
+    landscape eval --config configs/robust-reverse-exact.yaml data.indices=s40.csv ... --out results/robust-reverse-eot-k40
+    python bench/worst_case_across_runs.py results/robust-reverse-exact-k40 results/robust-reverse-eot-k40
 """
 from __future__ import annotations
 
@@ -17,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +38,8 @@ from landscape.io import atomic_write  # noqa: E402
 from landscape.stats import wilson_interval  # noqa: E402
 
 
-def worst_case(dirs) -> pd.DataFrame:
+def worst_case(dirs, survivors: dict | None = None) -> pd.DataFrame:
+    """One row per cell; ``survivors``, if given, is filled with cell -> the indices of its robust images."""
     frames = []
     for d in dirs:
         path = Path(d) / "per_image.parquet"
@@ -37,20 +50,56 @@ def worst_case(dirs) -> pd.DataFrame:
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
     attacked = df[df["attack"] != "none"]
-    rows = []
+    rows, per_cell = [], {}
     for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
         runs = sorted(g["run"].unique())
-        shared = set.intersection(*(set(g[g["run"] == r]["index"]) for r in runs))
-        g = g[g["index"].isin(shared)]
-        survived = g.groupby("index")["correct"].all()
+        seen = [set(g[g["run"] == r]["index"]) for r in runs]
+        shared, union = set.intersection(*seen), set.union(*seen)
+        robust_where_seen = g.groupby("index")["correct"].all()
+        # a run that skipped only images another run broke (a cascade over survivors) leaves the worst case exact
+        cascade = len(union) > len(shared) and not robust_where_seen[sorted(union - shared)].any()
+        images = union if cascade else shared
+        survived = robust_where_seen[robust_where_seen.index.isin(images)]
+        per_cell[key] = survived
+        if survivors is not None:
+            survivors[key] = sorted(int(i) for i in survived[survived].index)
         clean = df[(df["attack"] == "none") & (df["defense"] == key[1]) & (df["budget"] == key[3])
-                   & (df["landscape"] == key[2]) & df["index"].isin(shared)].drop_duplicates("index")
+                   & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
         rows.append({"defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4], "eps": key[5],
                      "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
+                     "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
-                     "worst_case": float(survived.mean()), "ci_low": lo, "ci_high": hi})
+                     "worst_case": float(survived.mean()), "ci_low": lo, "ci_high": hi, "_key": key})
+    for row in rows:   # each defended cell against the undefended backbone at the same threat model
+        key = row.pop("_key")
+        row.update(paired_gain(per_cell[key], per_cell.get((key[0], "none", "none", 0, key[4], key[5]))))
     return pd.DataFrame(rows)
+
+
+def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: int = 2000) -> dict:
+    """Worst case minus the undefended backbone's on the images both counted, with a bootstrap 95% interval
+    (seed 0): a paired difference, far tighter than two separate intervals."""
+    if undefended is None or survived is undefended:
+        return {"gain": float("nan"), "gain_low": float("nan"), "gain_high": float("nan")}
+    both = survived.index.intersection(undefended.index)
+    diff = survived[both].astype(float).to_numpy() - undefended[both].astype(float).to_numpy()
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    return {"gain": float(diff.mean()), "gain_low": float(np.percentile(means, 2.5)),
+            "gain_high": float(np.percentile(means, 97.5))}
+
+
+def write_survivors(table: pd.DataFrame, survivors: dict, path, defense=None, budget=None, landscape=None) -> int:
+    """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``)."""
+    keys = [k for k in survivors if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
+            and (landscape is None or k[2] == landscape)]
+    if len(keys) != 1:
+        cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" for k in keys) or "none"
+        raise SystemExit(f"error: --survivors needs exactly one cell; --defense/--budget/--landscape leave {len(keys)}: {cells}")
+    indices = survivors[keys[0]]
+    atomic_write(path, lambda p: pd.DataFrame({"index": indices}).to_csv(p, index=False))
+    return len(indices)
 
 
 def main():
@@ -58,8 +107,13 @@ def main():
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--survivors", default=None, help="write the robust images of one cell, for data.indices=FILE")
+    ap.add_argument("--defense", default=None)
+    ap.add_argument("--budget", type=int, default=None)
+    ap.add_argument("--landscape", default=None)
     args = ap.parse_args()
-    table = worst_case(args.dirs)
+    survivors = {}
+    table = worst_case(args.dirs, survivors)
     print(table.drop(columns="attacks").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         atomic_write(args.out, lambda p: table.to_csv(p, index=False))
@@ -67,6 +121,9 @@ def main():
     if args.plot:
         plot(table, args.plot)
         print(f"written {args.plot}")
+    if args.survivors:
+        n = write_survivors(table, survivors, args.survivors, args.defense, args.budget, args.landscape)
+        print(f"written {args.survivors}: {n} robust images")
 
 
 def plot(table: pd.DataFrame, path) -> None:

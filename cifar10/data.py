@@ -159,6 +159,45 @@ def train_and_heldout(d: dict, seed: int) -> tuple[ImageSet, ImageSet]:
     return train, test.subset(order)
 
 
+def read_indices(spec) -> list[int]:
+    """``data.indices``: a list of source indices, or a file of them (a CSV with an ``index`` column,
+    e.g. what ``bench/worst_case_across_runs.py --survivors`` writes, or one index per line)."""
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(os.path.expanduser(str(spec)))
+        if not path.is_file():
+            raise DataError(f"data.indices: no file {path}")
+        lines = [s.strip() for s in path.read_text().splitlines() if s.strip()]
+        if lines and lines[0] == "index":
+            lines = lines[1:]
+        try:
+            values = [int(s.split(",")[0]) for s in lines]
+        except ValueError:
+            raise DataError(f"data.indices: {path} must hold one whole number per line (or a CSV whose first "
+                            f"column is 'index')") from None
+    elif isinstance(spec, (list, tuple)):
+        values = list(spec)
+    else:
+        raise DataError(f"data.indices must be a list of image indices or a file of them, got {spec!r}")
+    if not values:
+        raise DataError("data.indices is empty: nothing to evaluate")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise DataError(f"data.indices must be whole numbers >= 0, got {[v for v in values if not isinstance(v, int) or v < 0][:5]}")
+    if len(set(values)) != len(values):
+        raise DataError("data.indices lists an image more than once")
+    return sorted(values)
+
+
+def select_indices(data: ImageSet, indices: list[int]) -> ImageSet:
+    """The images whose index in the source split is listed (in index order), e.g. the survivors of a
+    cheaper attack, so that a costlier one runs only where it can still change the worst case."""
+    pos = {int(i): p for p, i in enumerate(data.indices.tolist())}
+    missing = [i for i in indices if i not in pos]
+    if missing:
+        raise DataError(f"data.indices: {len(missing)} of them are not in {data.source} "
+                        f"({len(data)} images), e.g. {missing[:5]}")
+    return data.subset(torch.tensor([pos[i] for i in indices], dtype=torch.long))
+
+
 def select_subset(data: ImageSet, n_examples: int | None, seed: int = 0, selection: str = "random") -> ImageSet:
     """Deterministic subset: ``first`` n images, or n drawn without replacement by ``seed`` (kept in index order)."""
     if n_examples is None or n_examples <= 0 or n_examples >= len(data):

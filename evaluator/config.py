@@ -13,6 +13,7 @@ EVAL_DEFAULTS = {
         "split": "test",
         "n_examples": 1000,    # 0 or null: the whole split
         "selection": "random",  # random (by seed) | first
+        "indices": None,       # exactly these source indices (a list, or a file of them), instead of n_examples/selection
         "download": True,      # torchvision download when the root holds nothing
     },
     "eval": {

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from attacks.adaptive import AdaptiveError, Defended, surrogate
 from attacks.queries import QueryCounter
 from cifar10.classifiers import build_classifier
-from cifar10.data import ImageSet, load_cifar10, select_subset
+from cifar10.data import ImageSet, load_cifar10, read_indices, select_indices, select_subset
 from defense.defenses import DEFENSE_DEFAULTS, DefenseFactory
 from evaluator.grid import EvalError, Unit, attack_steps, build_units, derive_seed, run_seed
 from evaluator.probes import PROBE_IMAGES, probe
@@ -161,7 +161,10 @@ class EvalContext:
         d = cfg["data"]
         if data is None:
             data = load_cifar10(d.get("root"), d.get("split", "test"), bool(d.get("download", True)))
-        data = select_subset(data, d.get("n_examples"), seed, d.get("selection", "random"))
+        if d.get("indices") is not None:   # exactly these images (e.g. the survivors of cheaper attacks)
+            data = select_indices(data, read_indices(d["indices"]))
+        else:
+            data = select_subset(data, d.get("n_examples"), seed, d.get("selection", "random"))
         if model is None:
             model = build_classifier(cfg["model"], download=bool(d.get("download", True)))
         model = model.eval().to(device)

@@ -10,7 +10,16 @@ import torch
 from _util import LOSSLESS_NPZ
 from PIL import Image
 
-from cifar10.data import CLASSES, DataError, ImageSet, load_cifar10, resolve_root, select_subset
+from cifar10.data import (
+    CLASSES,
+    DataError,
+    ImageSet,
+    load_cifar10,
+    read_indices,
+    resolve_root,
+    select_indices,
+    select_subset,
+)
 
 PER_CLASS = 3
 
@@ -216,6 +225,36 @@ def test_subset_errors():
         select_subset(_toy(), -3)
     with pytest.raises(DataError, match="selection"):
         select_subset(_toy(), 5, selection="shuffle")
+
+
+def test_indices_pick_those_source_images_from_a_list_or_a_file(tmp_path):
+    data = _toy()
+    chosen = select_indices(data, read_indices([1042, 1003, 1017]))
+    assert chosen.indices.tolist() == [1003, 1017, 1042]                  # index order, whatever the list's
+    assert torch.equal(chosen.images, data.images[[3, 17, 42]]) and torch.equal(chosen.labels, data.labels[[3, 17, 42]])
+    survivors = tmp_path / "s.csv"                                        # what worst_case_across_runs --survivors writes
+    survivors.write_text("index\n1017\n1003\n")
+    assert select_indices(data, read_indices(str(survivors))).indices.tolist() == [1003, 1017]
+    plain = tmp_path / "s.txt"
+    plain.write_text("1005\n\n1001\n")
+    assert read_indices(plain) == [1001, 1005]
+
+
+def test_indices_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="not in toy"):
+        select_indices(_toy(), [1003, 5000])
+    with pytest.raises(DataError, match="more than once"):
+        read_indices([1, 2, 1])
+    with pytest.raises(DataError, match="empty"):
+        read_indices([])
+    with pytest.raises(DataError, match=">= 0"):
+        read_indices([3, -1])
+    with pytest.raises(DataError, match="no file"):
+        read_indices(str(tmp_path / "missing.csv"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("index\nseven\n")
+    with pytest.raises(DataError, match="one whole number per line"):
+        read_indices(bad)
 
 
 # ----------------------------------------------------------------------------- where the data is
