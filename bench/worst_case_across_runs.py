@@ -38,8 +38,8 @@ from landscape.io import atomic_write  # noqa: E402
 from landscape.stats import wilson_interval  # noqa: E402
 
 
-def worst_case(dirs, survivors: dict | None = None) -> pd.DataFrame:
-    """One row per cell; ``survivors``, if given, is filled with cell -> the indices of its robust images."""
+def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
+    """One row per cell; ``per_cell``, if given, is filled with cell -> survived or not, per counted image."""
     frames = []
     for d in dirs:
         path = Path(d) / "per_image.parquet"
@@ -50,7 +50,7 @@ def worst_case(dirs, survivors: dict | None = None) -> pd.DataFrame:
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
     attacked = df[df["attack"] != "none"]
-    rows, per_cell = [], {}
+    rows, per_cell = [], {} if per_cell is None else per_cell
     for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
         runs = sorted(g["run"].unique())
         seen = [set(g[g["run"] == r]["index"]) for r in runs]
@@ -61,8 +61,6 @@ def worst_case(dirs, survivors: dict | None = None) -> pd.DataFrame:
         images = union if cascade else shared
         survived = robust_where_seen[robust_where_seen.index.isin(images)]
         per_cell[key] = survived
-        if survivors is not None:
-            survivors[key] = sorted(int(i) for i in survived[survived].index)
         clean = df[(df["attack"] == "none") & (df["defense"] == key[1]) & (df["budget"] == key[3])
                    & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
@@ -90,14 +88,15 @@ def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: in
             "gain_high": float(np.percentile(means, 97.5))}
 
 
-def write_survivors(table: pd.DataFrame, survivors: dict, path, defense=None, budget=None, landscape=None) -> int:
+def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=None) -> int:
     """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``)."""
-    keys = [k for k in survivors if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
+    keys = [k for k in per_cell if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
             and (landscape is None or k[2] == landscape)]
     if len(keys) != 1:
         cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" for k in keys) or "none"
         raise SystemExit(f"error: --survivors needs exactly one cell; --defense/--budget/--landscape leave {len(keys)}: {cells}")
-    indices = survivors[keys[0]]
+    survived = per_cell[keys[0]]
+    indices = sorted(int(i) for i in survived[survived].index)
     atomic_write(path, lambda p: pd.DataFrame({"index": indices}).to_csv(p, index=False))
     return len(indices)
 
@@ -112,8 +111,8 @@ def main():
     ap.add_argument("--budget", type=int, default=None)
     ap.add_argument("--landscape", default=None)
     args = ap.parse_args()
-    survivors = {}
-    table = worst_case(args.dirs, survivors)
+    per_cell = {}
+    table = worst_case(args.dirs, per_cell)
     print(table.drop(columns="attacks").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         atomic_write(args.out, lambda p: table.to_csv(p, index=False))
@@ -122,7 +121,7 @@ def main():
         plot(table, args.plot)
         print(f"written {args.plot}")
     if args.survivors:
-        n = write_survivors(table, survivors, args.survivors, args.defense, args.budget, args.landscape)
+        n = write_survivors(per_cell, args.survivors, args.defense, args.budget, args.landscape)
         print(f"written {args.survivors}: {n} robust images")
 
 
