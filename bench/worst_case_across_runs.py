@@ -34,6 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evaluator.report import eps_label  # noqa: E402
 from landscape.io import atomic_write  # noqa: E402
 from landscape.stats import wilson_interval  # noqa: E402
 
@@ -154,7 +155,7 @@ def plot(table: pd.DataFrame, path) -> None:
         ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)")
         ax.set_ylabel("accuracy (%), 95% Wilson interval")
         ax.set_ylim(0, 100)
-        ax.set_title(f"{norm} eps = {eps * 255:.3g}/255" if norm == "Linf" else f"{norm} eps = {eps:g}", fontsize=9)
+        ax.set_title(f"{norm} eps = {eps_label(norm, eps)}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
