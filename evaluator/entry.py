@@ -18,15 +18,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from evaluator.report import split_attack
+from evaluator.report import eps_label, split_attack
 from landscape.io import atomic_write_text
 
 AUTOATTACKS = ("autoattack", "autoattack-original", "autoattack-rand")
-
-
-def _eps_text(eps: float, norm: str) -> str:
-    k = eps * 255
-    return f"{round(k):d}/255" if norm == "Linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def _restarts(run_dir: Path) -> int | None:
@@ -60,7 +55,7 @@ def entries(df: pd.DataFrame, dirs) -> list[dict]:
             "name": model if defense == "none" else f"{model} + {defense} (K={int(budget)})",
             "dataset": "cifar10",
             "threat_model": None if threat is None else threat["norm"],
-            "eps": None if threat is None else _eps_text(float(threat["eps"]), threat["norm"]),
+            "eps": None if threat is None else eps_label(threat["norm"], float(threat["eps"])),
             "clean_acc": f"{100 * float(clean['accuracy'].iloc[0]):.2f}",
             "autoattack_acc": None if aa.empty else f"{100 * float(aa['accuracy'].min()):.2f}",
             "number_forward_passes": None if math.isnan(fwd) else int(round(1 + fwd)),

@@ -274,7 +274,8 @@ def evaluate(cfg: dict, progress: bool = True, store=None, runner=None,
         torch.set_num_threads(int(cfg["threads"]))
     ctx = EvalContext.build(cfg) if ctx is None else ctx
     shards = ctx.shards()
-    done = store.done({s.key: s.stop - s.start for s in shards}) if store is not None else set()
+    images = ctx.data.indices.tolist()
+    done = store.done({s.key: images[s.start:s.stop] for s in shards}) if store is not None else set()
     todo = [s for s in shards if s.key not in done]
     collected = []
 

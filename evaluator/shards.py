@@ -13,8 +13,8 @@ from landscape.io import atomic_write
 class ShardStore:
     """``DIR/shards/<key>.parquet``; writing a shard twice leaves one file (retries never double-count).
 
-    A shard file counts as done only if it reads back whole with the rows it should hold (a file cut
-    short or corrupted by a crash of the machine, or left by another grid): any other is moved to
+    A shard file counts as done only if it reads back whole and holds the images it should (a file cut
+    short or corrupted by a crash of the machine, left by another grid, or by other images): any other is moved to
     ``DIR/shards/invalid/`` (kept as evidence, never merged) and its shard is redone."""
 
     def __init__(self, out_dir: str | Path):
@@ -22,22 +22,26 @@ class ShardStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.invalid: list[str] = []   # the shard files set aside by done()
 
-    def _rows(self, path: Path) -> int | None:
+    def _indices(self, path: Path) -> list[int] | None:
         import pyarrow.parquet as pq
 
         try:
-            return int(pq.read_metadata(path).num_rows)
+            return [int(i) for i in pq.read_table(path, columns=["index"]).column("index").to_pylist()]
         except Exception:   # cut short, not parquet, unreadable: not a finished shard
             return None
 
-    def done(self, expected: dict[str, int] | None = None) -> set[str]:
-        """Keys of the finished shards; with ``expected`` ({key: rows}), each file's row count is checked."""
+    def done(self, expected: dict[str, list[int]] | None = None) -> set[str]:
+        """Keys of the finished shards; with ``expected`` ({key: the source indices of its images}), each file
+        must hold exactly those images (a resumed run whose ``data.indices`` file changed redoes what changed)."""
         keys = set()
         for path in sorted(self.dir.glob("*.parquet")):
-            rows = self._rows(path)
+            held = self._indices(path)
             want = None if expected is None else expected.get(path.stem)
-            if rows is None or (expected is not None and want is not None and rows != want):
-                self._set_aside(path, "unreadable" if rows is None else f"{rows} rows, {want} expected")
+            if held is None or (want is not None and sorted(held) != sorted(want)):
+                why = "unreadable" if held is None else (
+                    f"{len(held)} rows, {len(want)} expected" if len(held) != len(want)
+                    else "other images than this run's (the data or data.indices changed)")
+                self._set_aside(path, why)
                 continue
             keys.add(path.stem)
         return keys

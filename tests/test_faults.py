@@ -65,6 +65,24 @@ def test_a_shard_cut_short_or_of_the_wrong_size_is_redone_never_merged(tiny, ref
     assert not per.duplicated(["attack", "index"]).any()
 
 
+def test_a_resumed_run_whose_indices_file_changed_redoes_the_shards_of_other_images(tiny, tmp_path, capsys):
+    """``data.indices=FILE`` is recorded as the path: a file edited between two runs of the same command
+    must not leave the old images' shards standing for the new ones."""
+    survivors = tmp_path / "survivors.csv"
+    survivors.write_text("index\n" + "\n".join(map(str, range(0, 16))) + "\n")
+    out = tmp_path / "run"
+    base = [a for a in args(tiny, out) if not a.startswith("data.n_examples")]
+    assert main([*base, f"data.indices={survivors}"]) == 0
+    survivors.write_text("index\n" + "\n".join(map(str, range(8, 24))) + "\n")   # same count, half the images new
+    rc, captured = run([*base, f"data.indices={survivors}"], capsys)
+    assert rc == 0
+    fresh = tmp_path / "fresh"
+    assert main([a.replace(str(out), str(fresh)) for a in base] + [f"data.indices={survivors}"]) == 0
+    pd.testing.assert_frame_equal(table(out), table(fresh))
+    assert "other images than this run's" in captured.err
+    assert sorted(pd.read_parquet(out / "per_image.parquet")["index"].unique()) == list(range(8, 24))
+
+
 def test_a_full_disk_during_a_shard_write_leaves_nothing_half_written(tiny, reference, tmp_path, capsys, monkeypatch):
     import evaluator.shards
 
