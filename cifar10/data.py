@@ -161,7 +161,7 @@ def train_and_heldout(d: dict, seed: int) -> tuple[ImageSet, ImageSet]:
 
 def read_indices(spec) -> list[int]:
     """``data.indices``: a list of source indices, or a file of them (a CSV with an ``index`` column,
-    e.g. what ``bench/worst_case_across_runs.py --survivors`` writes, or one index per line)."""
+    e.g. what ``landscape worst-case --survivors`` writes, or one index per line)."""
     if isinstance(spec, (str, os.PathLike)):
         path = Path(os.path.expanduser(str(spec)))
         if not path.is_file():

@@ -660,6 +660,9 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
         cols = ["none"] + [c for c in table.columns if c != "none"]
         table = table[[c for c in cols if c in table.columns]]
         blocks += [("h2", str(run)), ("table", table.reset_index())]
+    from evaluator.across_runs import across_runs_blocks
+
+    blocks += across_runs_blocks(dirs, out)
     if budget_axis:
         blocks += [("h2", "The attacker's budget"),
                    ("p", "Robust accuracy over the defense's K and the attacker's budget, and the attack's convergence "

@@ -4,6 +4,7 @@
     landscape submit --address http://HEAD:8265 [--command CMD [--task T]] [--config FILE] [--out DIR] [--wait] [key=value ...]
     landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
     landscape report DIR [DIR ...] [--out DIR] [--entry FILE]
+    landscape worst-case DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L]]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]
     landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]
@@ -183,6 +184,26 @@ def _report(args) -> int:
     return 0
 
 
+def _worst_case(args) -> int:
+    from evaluator.across_runs import plot_worst_case, worst_case, write_survivors
+    from landscape.io import atomic_write
+
+    per_cell: dict = {}
+    table = worst_case(args.dirs, per_cell)
+    if args.survivors:   # checked before anything is written
+        n = write_survivors(per_cell, args.survivors, args.defense, args.budget, args.landscape)
+    print(table.drop(columns="attacks").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        atomic_write(args.out, lambda p: table.to_csv(p, index=False))
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot_worst_case(table, args.plot)
+        print(f"wrote {args.plot}")
+    if args.survivors:
+        print(f"wrote {args.survivors}: {n} robust images (run a costlier attack on them with data.indices={args.survivors})")
+    return 0
+
+
 #: commands ``landscape submit --command`` runs on a cluster, each with the loader of its own config
 def _submit_loaders() -> dict:
     from cifar10.generator import GENERATOR_DEFAULTS
@@ -248,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="where report.md goes (default: the single DIR, else results/report)")
     rp.add_argument("--entry", help="also write RobustBench-style entries (one per defended cell) to this JSON file")
     rp.set_defaults(overrides=[])
+    wc = command("worst-case", _worst_case, "per-image worst case over the attacks of several eval runs (cascades too)",
+                 "DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L]]",
+                 common=False)
+    wc.add_argument("dirs", nargs="+", help="folders written by landscape eval")
+    wc.add_argument("--out", help="write the table as CSV")
+    wc.add_argument("--plot", help="write worst case and clean accuracy against K as PNG")
+    wc.add_argument("--survivors", metavar="FILE", help="write the images robust in one cell, for data.indices=FILE")
+    wc.add_argument("--defense", help="--survivors: the cell's defense")
+    wc.add_argument("--budget", type=int, help="--survivors: the cell's K")
+    wc.add_argument("--landscape", help="--survivors: the cell's landscape (x, z, none)")
+    wc.set_defaults(overrides=[])
     sb = command("submit", _submit, "submit landscape eval (or a training command) to a Ray cluster (Ray Jobs API)",
                  "--address http://HEAD:8265 [--command CMD [--task TASK]] [--config FILE] [--out DIR] [--wait] "
                  "[key=value ...]", common=False)

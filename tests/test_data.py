@@ -232,7 +232,7 @@ def test_indices_pick_those_source_images_from_a_list_or_a_file(tmp_path):
     chosen = select_indices(data, read_indices([1042, 1003, 1017]))
     assert chosen.indices.tolist() == [1003, 1017, 1042]                  # index order, whatever the list's
     assert torch.equal(chosen.images, data.images[[3, 17, 42]]) and torch.equal(chosen.labels, data.labels[[3, 17, 42]])
-    survivors = tmp_path / "s.csv"                                        # what worst_case_across_runs --survivors writes
+    survivors = tmp_path / "s.csv"                                        # what landscape worst-case --survivors writes
     survivors.write_text("index\n1017\n1003\n")
     assert select_indices(data, read_indices(str(survivors))).indices.tolist() == [1003, 1017]
     plain = tmp_path / "s.txt"

@@ -1,0 +1,157 @@
+"""The per-image worst case over the attacks of several ``landscape eval`` runs (``landscape worst-case``).
+
+A run's suite row counts an image only if it survives every attack *of that run*. When the attacks of one
+experiment are split over runs (a cheap grid on 1,000 images, a costly adaptive attack on some of them), an
+image is robust only if it survives every attack of every run at the same (model, defense, landscape, budget,
+norm, eps). Which images are counted:
+
+- **a cascade** (what AutoAttack does inside its suite): a run that skipped images (``data.indices=FILE``, the
+  survivors of the cheaper runs, written by :func:`write_survivors`) is counted on every image of the others,
+  provided each image it skipped was broken by an attack of another run; the worst case is then exact, since
+  an image broken once stays broken (column ``images``: ``cascade``);
+- otherwise the images all the runs share (``shared``).
+
+Each defended cell also gets its **paired gain** over the undefended backbone at the same threat model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluator.report import ReportError, eps_label
+from landscape.io import atomic_write
+from landscape.stats import wilson_interval
+
+
+def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
+    """One row per cell; ``per_cell``, if given, is filled with cell -> survived or not, per counted image."""
+    frames = []
+    for d in dirs:
+        path = Path(d) / "per_image.parquet"
+        if not path.is_file():
+            raise ReportError(f"{d} holds no per_image.parquet (is it a finished `landscape eval --out` folder?)")
+        if not (Path(d) / "results.csv").is_file():
+            raise ReportError(f"{d} holds no results.csv (is it a finished `landscape eval --out` folder?)")
+        per = pd.read_parquet(path)
+        meta = pd.read_csv(Path(d) / "results.csv")[["defense", "landscape", "budget", "attack", "norm", "eps"]]
+        frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
+    df = pd.concat(frames, ignore_index=True)
+    attacked = df[df["attack"] != "none"]
+    rows, per_cell = [], {} if per_cell is None else per_cell
+    for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
+        runs = sorted(g["run"].unique())
+        seen = [set(g[g["run"] == r]["index"]) for r in runs]
+        shared, union = set.intersection(*seen), set.union(*seen)
+        robust_where_seen = g.groupby("index")["correct"].all()
+        # a run that skipped only images another run broke (a cascade over survivors) leaves the worst case exact
+        cascade = len(union) > len(shared) and not robust_where_seen[sorted(union - shared)].any()
+        images = union if cascade else shared
+        survived = robust_where_seen[robust_where_seen.index.isin(images)]
+        per_cell[key] = survived
+        clean = df[(df["attack"] == "none") & (df["defense"] == key[1]) & (df["budget"] == key[3])
+                   & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
+        lo, hi = wilson_interval(int(survived.sum()), len(survived))
+        rows.append({"defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4], "eps": key[5],
+                     "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
+                     "images": "cascade" if cascade else "shared",
+                     "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
+                     "worst_case": float(survived.mean()), "ci_low": lo, "ci_high": hi, "_key": key})
+    if not rows:
+        raise ReportError(f"no attacked cell in {', '.join(str(d) for d in dirs)}: nothing to take the worst case of")
+    for row in rows:   # each defended cell against the undefended backbone at the same threat model
+        key = row.pop("_key")
+        row.update(paired_gain(per_cell[key], per_cell.get((key[0], "none", "none", 0, key[4], key[5]))))
+    return pd.DataFrame(rows)
+
+
+def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: int = 2000) -> dict:
+    """Worst case minus the undefended backbone's on the images both counted, with a bootstrap 95% interval
+    (seed 0): a paired difference, far tighter than two separate intervals."""
+    if undefended is None or survived is undefended:
+        return {"gain": float("nan"), "gain_low": float("nan"), "gain_high": float("nan")}
+    both = survived.index.intersection(undefended.index)
+    diff = survived[both].astype(float).to_numpy() - undefended[both].astype(float).to_numpy()
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
+    return {"gain": float(diff.mean()), "gain_low": float(np.percentile(means, 2.5)),
+            "gain_high": float(np.percentile(means, 97.5))}
+
+
+def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=None) -> int:
+    """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``)."""
+    keys = [k for k in per_cell if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
+            and (landscape is None or k[2] == landscape)]
+    if len(keys) != 1:
+        cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" for k in keys) or "none"
+        raise ReportError(f"--survivors needs exactly one cell; --defense/--budget/--landscape leave {len(keys)}: {cells}")
+    survived = per_cell[keys[0]]
+    indices = sorted(int(i) for i in survived[survived].index)
+    atomic_write(path, lambda p: pd.DataFrame({"index": indices}).to_csv(p, index=False))
+    return len(indices)
+
+
+def plot_worst_case(table: pd.DataFrame, path) -> None:
+    """The worst case and the clean accuracy against K per defended model, with 95% intervals and the
+    undefended worst case as a band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(table.groupby(["norm", "eps"], sort=True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(9.0 * len(panels), 4.4), squeeze=False)
+    for ax, ((norm, eps), t) in zip(axes[0], panels):
+        base = t[t["defense"] == "none"]
+        for _, b in base.iterrows():
+            ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
+            ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
+            ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
+        for i, ((d, _), g) in enumerate(t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True)):
+            g = g.sort_values("budget")
+            ks = g["budget"].where(g["budget"] > 0, 0.5)
+            lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
+            ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=f"C{i}", capsize=3,
+                        label=f"{d}: worst case over every attack of every run")
+            few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
+            if few.any():
+                ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=f"C{i}", ms=6, zorder=5,
+                        label=f"{d}: (open) fewer runs' attacks at this K")
+            ax.plot(ks, 100 * g["clean"], "s--", color=f"C{i}", label=f"{d}: clean after purification")
+        ax.set_xscale("log")
+        ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)")
+        ax.set_ylabel("accuracy (%), 95% Wilson interval")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{norm} eps = {eps_label(norm, eps)}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+
+
+def across_runs_blocks(dirs, out: Path) -> list[tuple]:
+    """The report's section for several runs that attacked the same cells: their worst case together (with its
+    figure), or nothing when no cell was attacked by more than one run or a run kept no per-image table."""
+    if len(dirs) < 2 or not all((Path(d) / "per_image.parquet").is_file() for d in dirs):
+        return []
+    table = worst_case(dirs)
+    if not table["runs"].str.contains("+", regex=False).any():
+        return []
+    plot_worst_case(table, out / "worst_case_across_runs.png")
+    shown = table.assign(
+        clean=[f"{100 * c:.1f}" for c in table["clean"]],
+        worst_case=[f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                    for a, lo, hi in zip(table["worst_case"], table["ci_low"], table["ci_high"])],
+        gain=[("" if np.isnan(g) else f"{100 * g:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+              for g, lo, hi in zip(table["gain"], table["gain_low"], table["gain_high"])],
+        eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])])
+    cols = ["defense", "landscape", "budget", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
+    return [("h2", "Worst case across runs"),
+            ("p", "An image counts as robust only if it survives every attack of every run at the same model, defense, "
+                  "K and threat model (`landscape worst-case`); `cascade`: a run on the survivors of others, counted on "
+                  "every image; `shared`: the images all runs evaluated. Gain: the paired difference from the undefended "
+                  "backbone on the same images, in points, with a bootstrap 95% interval."),
+            ("img", "worst_case_across_runs.png", "worst case across runs"), ("table", shown[cols])]
+
