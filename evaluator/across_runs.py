@@ -53,7 +53,8 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         clean = df[(df["attack"] == "none") & (df["defense"] == key[1]) & (df["budget"] == key[3])
                    & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
-        rows.append({"defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4], "eps": key[5],
+        rows.append({"model": key[0], "defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4],
+                     "eps": key[5],
                      "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
                      "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
@@ -100,9 +101,9 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = list(table.groupby(["norm", "eps"], sort=True))
+    panels = list(table.groupby(["model", "norm", "eps"], sort=True))
     fig, axes = plt.subplots(1, len(panels), figsize=(9.0 * len(panels), 4.4), squeeze=False)
-    for ax, ((norm, eps), t) in zip(axes[0], panels):
+    for ax, ((model, norm, eps), t) in zip(axes[0], panels):
         base = t[t["defense"] == "none"]
         for _, b in base.iterrows():
             ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
@@ -123,7 +124,8 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
         ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)")
         ax.set_ylabel("accuracy (%), 95% Wilson interval")
         ax.set_ylim(0, 100)
-        ax.set_title(f"{norm} eps = {eps_label(norm, eps)}", fontsize=9)
+        name = str(model).rsplit(":", 1)[-1].rsplit("/", 1)[-1]   # resnet4b of path/models.py:resnet4b
+        ax.set_title(f"{name}, {norm} eps = {eps_label(norm, eps)}", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
@@ -147,7 +149,8 @@ def across_runs_blocks(dirs, out: Path) -> list[tuple]:
         gain=[("" if np.isnan(g) else f"{100 * g:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
               for g, lo, hi in zip(table["gain"], table["gain_low"], table["gain_high"])],
         eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])])
-    cols = ["defense", "landscape", "budget", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
+    cols = (["model"] if table["model"].nunique() > 1 else []) + [
+        "defense", "landscape", "budget", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
     return [("h2", "Worst case across runs"),
             ("p", "An image counts as robust only if it survives every attack of every run at the same model, defense, "
                   "K and threat model (`landscape worst-case`); `cascade`: a run on the survivors of others, counted on "

@@ -192,7 +192,8 @@ def _worst_case(args) -> int:
     table = worst_case(args.dirs, per_cell)
     if args.survivors:   # checked before anything is written
         n = write_survivors(per_cell, args.survivors, args.defense, args.budget, args.landscape)
-    print(table.drop(columns="attacks").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    hidden = ["attacks"] + (["model"] if table["model"].nunique() == 1 else [])
+    print(table.drop(columns=hidden).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         atomic_write(args.out, lambda p: table.to_csv(p, index=False))
         print(f"wrote {args.out}")
