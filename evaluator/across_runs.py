@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evaluator.report import ReportError, eps_label
+from evaluator.report import ReportError, _pct, eps_label
 from landscape.io import atomic_write
 from landscape.stats import wilson_interval
 
@@ -54,8 +54,7 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
                    & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
         rows.append({"model": key[0], "defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4],
-                     "eps": key[5],
-                     "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
+                     "eps": key[5], "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
                      "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
                      "worst_case": float(survived.mean()), "ci_low": lo, "ci_high": hi, "_key": key})
@@ -144,8 +143,7 @@ def across_runs_blocks(dirs, out: Path) -> list[tuple]:
     plot_worst_case(table, out / "worst_case_across_runs.png")
     shown = table.assign(
         clean=[f"{100 * c:.1f}" for c in table["clean"]],
-        worst_case=[f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-                    for a, lo, hi in zip(table["worst_case"], table["ci_low"], table["ci_high"])],
+        worst_case=[_pct(a, lo, hi) for a, lo, hi in zip(table["worst_case"], table["ci_low"], table["ci_high"])],
         gain=[("" if np.isnan(g) else f"{100 * g:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
               for g, lo, hi in zip(table["gain"], table["gain_low"], table["gain_high"])],
         eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])])
