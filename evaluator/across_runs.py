@@ -35,7 +35,11 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         if not (Path(d) / "results.csv").is_file():
             raise ReportError(f"{d} holds no results.csv (is it a finished `landscape eval --out` folder?)")
         per = pd.read_parquet(path)
-        meta = pd.read_csv(Path(d) / "results.csv")[["defense", "landscape", "budget", "attack", "norm", "eps"]]
+        meta = pd.read_csv(Path(d) / "results.csv")
+        # the defender's counted compute per image (purifier objective evaluations + gradients); NaN for older runs
+        counted = {"purifier_forward", "purifier_backward"} <= set(meta.columns)
+        meta = meta.assign(passes=meta["purifier_forward"] + meta["purifier_backward"] if counted else np.nan)
+        meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes"]]
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
     attacked = df[df["attack"] != "none"]
@@ -50,13 +54,14 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         images = union if cascade else shared
         survived = robust_where_seen[robust_where_seen.index.isin(images)]
         per_cell[key] = survived
-        clean = df[(df["attack"] == "none") & (df["defense"] == key[1]) & (df["budget"] == key[3])
+        clean = df[(df["attack"] == "none") & (df["model"] == key[0]) & (df["defense"] == key[1]) & (df["budget"] == key[3])
                    & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
         rows.append({"model": key[0], "defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4],
                      "eps": key[5], "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
                      "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
+                     "passes": float(g["passes"].max()),
                      "worst_case": float(survived.mean()), "ci_low": lo, "ci_high": hi, "_key": key})
     if not rows:
         raise ReportError(f"no attacked cell in {', '.join(str(d) for d in dirs)}: nothing to take the worst case of")
@@ -94,42 +99,59 @@ def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=N
 
 def plot_worst_case(table: pd.DataFrame, path) -> None:
     """The worst case and the clean accuracy against K per defended model, with 95% intervals and the
-    undefended worst case as a band."""
+    undefended worst case as a band; a second row against the defender's counted compute (purifier
+    objective evaluations + gradients per image) where every defended cell counted it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = list(table.groupby(["model", "norm", "eps"], sort=True))
-    fig, axes = plt.subplots(1, len(panels), figsize=(9.0 * len(panels), 4.4), squeeze=False)
-    for ax, ((model, norm, eps), t) in zip(axes[0], panels):
-        base = t[t["defense"] == "none"]
-        for _, b in base.iterrows():
-            ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
-            ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
-            ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
-        for i, ((d, _), g) in enumerate(t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True)):
-            g = g.sort_values("budget")
-            ks = g["budget"].where(g["budget"] > 0, 0.5)
-            lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
-            ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=f"C{i}", capsize=3,
-                        label=f"{d}: worst case over every attack of every run")
-            few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
-            if few.any():
-                ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=f"C{i}", ms=6, zorder=5,
-                        label=f"{d}: (open) fewer runs' attacks at this K")
-            ax.plot(ks, 100 * g["clean"], "s--", color=f"C{i}", label=f"{d}: clean after purification")
-        ax.set_xscale("log")
-        ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)")
-        ax.set_ylabel("accuracy (%), 95% Wilson interval")
-        ax.set_ylim(0, 100)
-        name = str(model).rsplit(":", 1)[-1].rsplit("/", 1)[-1]   # resnet4b of path/models.py:resnet4b
-        ax.set_title(f"{name}, {norm} eps = {eps_label(norm, eps)}", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    defended = table[table["defense"] != "none"]
+    axes_x = ["budget"] + (["passes"] if "passes" in table and defended["passes"].notna().all() else [])
+    fig, axes = plt.subplots(len(axes_x), len(panels), figsize=(9.0 * len(panels), 4.4 * len(axes_x)), squeeze=False)
+    # one colour per defended series across every panel, so a legend drawn once reads for all of them
+    colors = {k: f"C{i}" for i, k in enumerate(sorted(defended.groupby(["defense", "landscape"]).groups))}
+    for row, x in enumerate(axes_x):
+        for ax, ((model, norm, eps), t) in zip(axes[row], panels):
+            _worst_case_panel(ax, t, x, colors)
+            name = str(model).rsplit(":", 1)[-1].rsplit("/", 1)[-1]   # resnet4b of path/models.py:resnet4b
+            ax.set_title(f"{name}, {norm} eps = {eps_label(norm, eps)}" + (", against defender compute" if row else ""),
+                         fontsize=9)
+    legend = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    axes[0][-1].legend(list(legend.values()), list(legend), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                       borderaxespad=0)
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
     plt.close(fig)
+
+
+def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict) -> None:
+    base = t[t["defense"] == "none"]
+    for _, b in base.iterrows():
+        ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
+        ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
+        ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
+    for (d, landscape), g in t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True):
+        g, color = g.sort_values("budget"), colors[(d, landscape)]
+        ks = g[x].where(g[x] > 0, 0.5)
+        lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
+        ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=color, capsize=3,
+                    label=f"{d}: worst case over every attack of every run")
+        few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
+        if few.any():
+            ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=color, ms=6, zorder=5,
+                    label=f"{d}: (open) fewer runs' attacks at this K")
+        ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{d}: clean after purification")
+    ax.set_xscale("log")
+    ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)" if x == "budget" else
+                  "purifier objective evaluations + gradients per image, counted (theta's own passes not; 0 drawn at 0.5)")
+    ax.set_ylabel("accuracy (%), 95% Wilson interval")
+    ax.set_ylim(0, 100)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def across_runs_blocks(dirs, out: Path) -> list[tuple]:
@@ -146,13 +168,15 @@ def across_runs_blocks(dirs, out: Path) -> list[tuple]:
         worst_case=[_pct(a, lo, hi) for a, lo, hi in zip(table["worst_case"], table["ci_low"], table["ci_high"])],
         gain=[("" if np.isnan(g) else f"{100 * g:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")
               for g, lo, hi in zip(table["gain"], table["gain_low"], table["gain_high"])],
-        eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])])
+        eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])],
+        passes=["" if np.isnan(n) else f"{n:.0f}" for n in table["passes"]])
     cols = (["model"] if table["model"].nunique() > 1 else []) + [
-        "defense", "landscape", "budget", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
+        "defense", "landscape", "budget", "passes", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
     return [("h2", "Worst case across runs"),
             ("p", "An image counts as robust only if it survives every attack of every run at the same model, defense, "
                   "K and threat model (`landscape worst-case`); `cascade`: a run on the survivors of others, counted on "
-                  "every image; `shared`: the images all runs evaluated. Gain: the paired difference from the undefended "
+                  "every image; `shared`: the images all runs evaluated. Passes: the purifier's objective evaluations + "
+                  "gradients per image, counted. Gain: the paired difference from the undefended "
                   "backbone on the same images, in points, with a bootstrap 95% interval."),
             ("img", "worst_case_across_runs.png", "worst case across runs"), ("table", shown[cols])]
 

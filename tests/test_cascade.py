@@ -72,3 +72,51 @@ def test_paired_gain_is_the_mean_per_image_difference_with_an_interval_around_it
     assert g["gain"] == (defended.sort_index().astype(int) - undefended.astype(int)).mean() > 0
     assert 0 < g["gain_low"] < g["gain"] < g["gain_high"]
     assert np.isnan(paired_gain(undefended, None)["gain"])
+
+
+def test_each_cell_counts_its_own_models_clean_images_and_the_defenders_passes(tiny, tmp_path):
+    """Two backbones in one worst case: each undefended row's clean accuracy is its own model's; every defended
+    cell carries the purifier passes per image its runs counted (R x (K + 1) + R x K, R = 2), and the figure gets a
+    second row of panels against them."""
+    import shutil
+
+    import torch
+    from _util import import_file
+    from PIL import Image
+
+    from cifar10.classifiers import build_classifier
+    from cifar10.ssl_head import ContrastiveHead, feature_dim, save_head
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(tiny.model_file, other / "tinynet.py")
+    torch.manual_seed(3)   # an untrained TinyNet: another model, another clean accuracy
+    untrained = import_file(other / "tinynet.py", "_tests_tinynet_other").TinyNet()
+    torch.save({"state_dict": untrained.state_dict()}, other / "tinynet.pth")
+    classifier = build_classifier({"name": tiny.spec, "weights": str(tiny.weights)}, download=False)
+    save_head(tmp_path / "head.pt", ContrastiveHead(feature_dim(classifier), 16, 8))
+    runs = {}
+    for name, spec, weights in [("a", tiny.spec, tiny.weights), ("b", f"{other / 'tinynet.py'}:TinyNet", other / "tinynet.pth")]:
+        runs[name] = tmp_path / name
+        assert main(["eval", f"model.name={spec}", f"model.weights={weights}", f"data.root={tiny.npz}", "data.download=false",
+                     "--quiet", "ray.num_workers=0", "device=cpu", "data.n_examples=16", "defenses=[none,reverse-x]",
+                     f"defense.ssl_head={tmp_path / 'head.pt'}", "defense.budgets=[0,2]", "defense.restarts=2", "defense.modes=[bpda]",
+                     "attacks=[none,fgsm]", "eps.Linf=0.05", "--out", str(runs[name])]) == 0
+    second = tmp_path / "a-pgd"   # a second run on model a: its cells are attacked by two runs
+    assert main(["eval", f"model.name={tiny.spec}", f"model.weights={tiny.weights}", f"data.root={tiny.npz}", "data.download=false",
+                 "--quiet", "ray.num_workers=0", "device=cpu", "data.n_examples=16", "defenses=[none,reverse-x]",
+                 f"defense.ssl_head={tmp_path / 'head.pt'}", "defense.budgets=[0,2]", "defense.restarts=2", "defense.modes=[bpda]",
+                 "attacks=[none,pgd]", "attack_params.pgd.steps=2", "eps.Linf=0.05", "--out", str(second)]) == 0
+    assert across(runs["a"], second, runs["b"], "--out", tmp_path / "wc.csv", "--plot", tmp_path / "wc.png") == 0
+    table = pd.read_csv(tmp_path / "wc.csv")
+    for name in ("a", "b"):
+        res = pd.read_csv(runs[name] / "results.csv")
+        own = res[(res["defense"] == "none") & (res["attack"] == "none")]["accuracy"].item()
+        model = res["model"].iloc[0]
+        assert table[(table["model"] == model) & (table["defense"] == "none")]["clean"].item() == own
+    assert len({round(c, 6) for c in table[table["defense"] == "none"]["clean"]}) == 2   # two models, two figures
+    for k in (0, 2):
+        assert (table[(table["defense"] == "reverse-x") & (table["budget"] == k)]["passes"] == 2 * (k + 1) + 2 * k).all()
+    assert (table[table["defense"] == "none"]["passes"] == 0).all()
+    width, height = Image.open(tmp_path / "wc.png").size
+    assert height > 0.35 * width   # two rows of panels (K, then compute) over two models' columns
