@@ -11,7 +11,7 @@ Both spaces get the same six candidates in their own units (X: eps_rev, the unit
 uses there; Z: 1, pre-tanh): sign steps of s / K units for s in {0.5, 1, 2.5} and Adam steps of a
 units for a in {0.25, 0.5, 1}. The same images, attack and seeds for every candidate.
 
-    python bench/choose_reverse_steps.py --model resnet4b --budgets 1 5 40 [--spaces x z] [--n 200] [--out FILE.csv]
+    python bench/choose_reverse_steps.py --model resnet4b --budgets 1 5 40 [--spaces x z] [--theta FILE] [--n 200] [--out FILE.csv]
 
 Prints each row as it is measured, then the table with the chosen rows marked, written as CSV
 (atomically); ``--out`` defaults to docs/robust-reverse/steps-<model>-linf<eps>.csv.
@@ -71,6 +71,7 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--theta", default=None, help="reverse-z's theta (default: the committed shift theta of --model)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     robust, eps_rev = SHARED / "weights" / "robust", parse_number(args.eps_rev)
@@ -93,12 +94,14 @@ def main():
         else:
             overrides += [f"defenses=[reverse-{space}]", f"defense.budgets=[{k}]", f"defense.reverse_steps={{{k}: [{rule}, {lr!r}]}}"]
             if space == "z":
-                overrides.append(f"defense.reverse_theta={REPO / THETAS[args.model]}")
+                overrides.append(f"defense.reverse_theta={args.theta or REPO / THETAS[args.model]}")
         cfg = load_config(EVAL_DEFAULTS, None, overrides, OPEN_SECTIONS)
         res, _ = evaluate(cfg, progress=False)
         acc = dict(zip(res["attack"], res["accuracy"]))
         robust_acc = min(v for a, v in acc.items() if a != "none")
+        theta = (args.theta or THETAS[args.model]) if space == "z" else "-"
         rows.append({"model": args.model, "attack_eps": args.eps, "eps_rev": args.eps_rev, "space": space.upper() if space != "-" else "-",
+                     "theta": Path(theta).name if theta != "-" else "-",
                      "budget": k, "rule": rule or "-", "lr": lr if lr is not None else float("nan"), "candidate": label,
                      "clean": acc["none"], "robust": robust_acc, "n": int(res["n"].iloc[0])})
         print(rows[-1], flush=True)

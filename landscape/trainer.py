@@ -56,6 +56,7 @@ class TrainConfig:
     activation: str = "gelu"      # of theta's residual blocks: gelu | relu | silu | tanh
     condition: bool = False       # theta(z, c) sees problem.condition(target) (beyond the paper; needs the task's condition)
     shift_only: bool = False      # with condition: theta(z, c) = skip(z) + g(c), X's landscape from a learned centre
+    residual_bound: float = 0.0   # > 0: theta's residual is b tanh(r / b), at most b per coordinate (0: unbounded)
     weight_decay: float = 0.0     # AdamW's, for the coordinate method (the unrolled one uses Adam)
     collect_batch: int = 64       # coordinate: targets per collected trajectory batch
     buffer_size: int = 4096
@@ -93,6 +94,8 @@ class TrainConfig:
                 raise ThetaError(f"theta training: {key} must be a whole number >= 0, got {getattr(self, key)!r}")
         if self.shift_only and not self.condition:
             raise ThetaError("theta.shift_only=true needs theta.condition=true (its residual sees only the condition)")
+        if isinstance(self.residual_bound, bool) or not isinstance(self.residual_bound, (int, float)) or not self.residual_bound >= 0:
+            raise ThetaError(f"theta.residual_bound must be a number >= 0 (0: unbounded), got {self.residual_bound!r}")
         if not 0 <= self.buffer_fraction <= 1:
             raise ThetaError(f"buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
 
@@ -114,7 +117,7 @@ class ThetaTrainer:
             probe = target_to(problem.sample_targets(1, torch.Generator().manual_seed(cfg.seed)), self.device)
             cond_dim = int(problem.condition(probe).shape[1])
         self.theta = Theta(problem.latent_shape, cfg.z_dim, cfg.width, cfg.depth, cfg.skip,
-                           cfg.activation, cond_dim, cfg.shift_only).to(self.device)
+                           cfg.activation, cond_dim, cfg.shift_only, cfg.residual_bound).to(self.device)
         if cfg.init:
             self._start_from(cfg.init)
         self.space = Space(self.problem, self.theta)
@@ -294,7 +297,8 @@ def load_theta(path: str | Path, device="cpu") -> tuple[Theta, dict]:
     tc = state["theta_config"]
     try:
         theta = Theta(tuple(tc["x_shape"]), tc["z_dim"], tc["width"], tc["depth"], tc.get("skip", "linear"),
-                      tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False))
+                      tc.get("activation", "gelu"), tc.get("cond_dim", 0), tc.get("shift_only", False),
+                      tc.get("residual_bound", 0.0))
         theta.load_state_dict({k: v.float() for k, v in state["theta"].items()})
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:   # wrong shapes, missing keys
         reason = first_line(exc)

@@ -94,3 +94,29 @@ def test_a_shift_only_theta_keeps_the_landscape_of_x_and_round_trips(tmp_path):
     trainer.save(tmp_path / "theta.pt", with_buffer=False)
     loaded, _ = load_theta(tmp_path / "theta.pt")
     assert loaded.shift_only and torch.allclose(loaded(z, c), theta(z, c))
+
+
+def test_a_bounded_residual_moves_each_coordinate_at_most_b_and_round_trips(tmp_path):
+    with pytest.raises(ThetaError, match="residual_bound"):
+        Theta((8,), 8, width=16, depth=1, residual_bound=-1.0)
+    with pytest.raises(ThetaError, match="residual_bound"):
+        TrainConfig(condition=True, shift_only=True, residual_bound="big", **COORD).validate()
+    torch.manual_seed(0)
+    trainer = ThetaTrainer(tiny_gan(), TrainConfig(condition=True, shift_only=True, skip="identity", residual_bound=0.05,
+                                                   **dict(CFG, iterations=60)))
+    z = torch.randn(4, 8)
+    problem = tiny_gan()
+    c = problem.condition(problem.heldout(4))
+    assert torch.equal(trainer.theta(z, c), z)          # untrained: still the identity
+    with torch.no_grad():                                 # a residual far above the bound comes out at most b
+        trainer.theta.head.bias.fill_(3.0)
+    assert (trainer.theta(z, c) - z).abs().max() <= 0.05 + 1e-6
+    assert (trainer.theta(z, c) - z).abs().min() > 0.049
+    with torch.no_grad():
+        trainer.theta.head.bias.zero_()
+    trainer.train(progress=False)
+    shift = trainer.theta(z, c) - z
+    assert 0 < shift.abs().max() <= 0.05 + 1e-6
+    trainer.save(tmp_path / "theta.pt", with_buffer=False)
+    loaded, _ = load_theta(tmp_path / "theta.pt")
+    assert loaded.residual_bound == 0.05 and torch.allclose(loaded(z, c), trainer.theta(z, c))
