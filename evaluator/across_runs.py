@@ -12,6 +12,10 @@ norm, eps). Which images are counted:
 - otherwise the images all the runs share (``shared``).
 
 Each defended cell also gets its **paired gain** over the undefended backbone at the same threat model.
+
+A cell is also keyed by its **setting**, what fixed the purifier in that run's ``config.yaml`` (eps_rev, the
+head, theta, the step at that K, restarts; for a user defense its kwargs): two runs of reverse-x at K = 1
+with different steps are two defenses, never one worst case.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from evaluator.report import ReportError, _pct, eps_label
+from landscape.config import parse_number
 from landscape.io import atomic_write
 from landscape.stats import wilson_interval
 
@@ -39,12 +44,14 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         # the defender's counted compute per image (purifier objective evaluations + gradients); NaN for older runs
         counted = {"purifier_forward", "purifier_backward"} <= set(meta.columns)
         meta = meta.assign(passes=meta["purifier_forward"] + meta["purifier_backward"] if counted else np.nan)
-        meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes"]]
+        dcfg = _run_defense_config(Path(d))
+        meta["setting"] = [defense_setting(dcfg, defense, int(k)) for defense, k in zip(meta["defense"], meta["budget"])]
+        meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes", "setting"]]
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
     attacked = df[df["attack"] != "none"]
     rows, per_cell = [], {} if per_cell is None else per_cell
-    for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps"], sort=True):
+    for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps", "setting"], sort=True):
         runs = sorted(g["run"].unique())
         seen = [set(g[g["run"] == r]["index"]) for r in runs]
         shared, union = set.intersection(*seen), set.union(*seen)
@@ -55,10 +62,10 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         survived = robust_where_seen[robust_where_seen.index.isin(images)]
         per_cell[key] = survived
         clean = df[(df["attack"] == "none") & (df["model"] == key[0]) & (df["defense"] == key[1]) & (df["budget"] == key[3])
-                   & (df["landscape"] == key[2]) & df["index"].isin(images)].drop_duplicates("index")
+                   & (df["landscape"] == key[2]) & (df["setting"] == key[6]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
         rows.append({"model": key[0], "defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4],
-                     "eps": key[5], "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
+                     "eps": key[5], "setting": key[6], "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
                      "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
                      "passes": float(g["passes"].max()),
@@ -67,8 +74,50 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         raise ReportError(f"no attacked cell in {', '.join(str(d) for d in dirs)}: nothing to take the worst case of")
     for row in rows:   # each defended cell against the undefended backbone at the same threat model
         key = row.pop("_key")
-        row.update(paired_gain(per_cell[key], per_cell.get((key[0], "none", "none", 0, key[4], key[5]))))
+        row.update(paired_gain(per_cell[key], per_cell.get((key[0], "none", "none", 0, key[4], key[5], ""))))
     return pd.DataFrame(rows)
+
+
+def _run_defense_config(run: Path) -> dict:
+    import yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}
+    return (yaml.safe_load(path.read_text()) or {}).get("defense") or {}
+
+
+def defense_setting(dcfg: dict, defense: str, budget: int) -> str:
+    """What fixed the purifier of one (defense, K) in a run's config, in words ("" for the bare model): what
+    the attack does not change, so cells that differ in it are different defenses."""
+    if defense == "none" or not dcfg:
+        return ""
+    parts = [f"R={dcfg.get('restarts', 1)}"]
+    if defense in ("reverse-x", "reverse-z"):
+        eps_rev = parse_number(dcfg.get("eps_rev", 8 / 255))
+        parts += [f"eps_rev={eps_rev * 255:.4g}/255", f"head={Path(str(dcfg.get('ssl_head'))).name}"]
+        if defense == "reverse-z":
+            parts.append(f"theta={Path(str(dcfg.get('reverse_theta'))).name}")
+        parts.append(_step_text(dcfg.get("reverse_steps"), defense, parse_number(dcfg.get("reverse_step_scale", 1.0))))
+    elif defense in ("purify-x", "purify-z"):
+        parts.append(f"generator={Path(str((dcfg.get('generator') or {}).get('weights'))).name}")
+        if defense == "purify-z":
+            parts.append(f"theta={Path(str(dcfg.get('theta'))).name}")
+        parts.append(f"steps={Path(str(dcfg.get('step_sizes'))).name}")
+    else:   # a user defense: what it was built with
+        parts.append(f"kwargs={(dcfg.get('kwargs') or {}).get(defense, dcfg.get('kwargs') or {})}")
+    return "; ".join(parts)
+
+
+def _step_text(spec, defense: str, scale: float) -> str:
+    """The rule that gives the step at every K (a series of cells), not the step at one K."""
+    if spec is None:
+        return f"step=sign {scale:g} eps_rev/K" if defense == "reverse-x" else "step=theta's own"
+    if isinstance(spec, dict):
+        return "steps={" + ", ".join(f"{int(k)}: {v[0]} {float(v[1]):.4g}" for k, v in sorted(spec.items(), key=lambda kv: int(kv[0]))) + "}"
+    if isinstance(spec, (list, tuple)):
+        return f"step={spec[0]} {float(spec[1]):.4g}"
+    return f"steps={Path(str(spec)).name}"   # a step-size table: its file names the steps
 
 
 def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: int = 2000) -> dict:
@@ -89,7 +138,7 @@ def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=N
     keys = [k for k in per_cell if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
             and (landscape is None or k[2] == landscape)]
     if len(keys) != 1:
-        cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" for k in keys) or "none"
+        cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" + (f" [{k[6]}]" if k[6] else "") for k in keys) or "none"
         raise ReportError(f"--survivors needs exactly one cell; --defense/--budget/--landscape leave {len(keys)}: {cells}")
     survived = per_cell[keys[0]]
     indices = sorted(int(i) for i in survived[survived].index)
@@ -111,10 +160,18 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
     axes_x = ["budget"] + (["passes"] if "passes" in table and defended["passes"].notna().all() else [])
     fig, axes = plt.subplots(len(axes_x), len(panels), figsize=(9.0 * len(panels), 4.4 * len(axes_x)), squeeze=False)
     # one colour per defended series across every panel, so a legend drawn once reads for all of them
-    colors = {k: f"C{i}" for i, k in enumerate(sorted(defended.groupby(["defense", "landscape"]).groups))}
+    series = ["defense", "landscape", "setting"]
+    colors = {k: f"C{i}" for i, k in enumerate(sorted(defended.groupby(series).groups))}
+    # a setting is named in the legend only where one defense ran under several, and only what differs
+    several = {}
+    for d, g in defended.groupby("defense"):
+        if g["setting"].nunique() > 1:
+            parts = {st: st.split("; ") for st in g["setting"].unique()}
+            common = set.intersection(*map(set, parts.values()))
+            several.update({(d, st): "; ".join(x for x in ps if x not in common) for st, ps in parts.items()})
     for row, x in enumerate(axes_x):
         for ax, ((model, norm, eps), t) in zip(axes[row], panels):
-            _worst_case_panel(ax, t, x, colors)
+            _worst_case_panel(ax, t, x, colors, several)
             name = str(model).rsplit(":", 1)[-1].rsplit("/", 1)[-1]   # resnet4b of path/models.py:resnet4b
             ax.set_title(f"{name}, {norm} eps = {eps_label(norm, eps)}" + (", against defender compute" if row else ""),
                          fontsize=9)
@@ -122,36 +179,43 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
     for ax in axes[0]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    axes[0][-1].legend(list(legend.values()), list(legend), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                       borderaxespad=0)
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    fig.legend(list(legend.values()), list(legend), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=2 if len(panels) > 1 else 1)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
 
-def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict) -> None:
+def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) -> None:
     base = t[t["defense"] == "none"]
     for _, b in base.iterrows():
         ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
         ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
         ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
-    for (d, landscape), g in t[t["defense"] != "none"].groupby(["defense", "landscape"], sort=True):
-        g, color = g.sort_values("budget"), colors[(d, landscape)]
+    for (d, landscape, setting), g in t[t["defense"] != "none"].groupby(["defense", "landscape", "setting"], sort=True):
+        g, color = g.sort_values("budget"), colors[(d, landscape, setting)]
+        name = f"{d} [{several[(d, setting)]}]" if (d, setting) in several else d
         ks = g[x].where(g[x] > 0, 0.5)
         lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
         ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=color, capsize=3,
-                    label=f"{d}: worst case over every attack of every run")
+                    label=f"{name}: worst case over every attack of every run")
         few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
         if few.any():
             ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=color, ms=6, zorder=5,
-                    label=f"{d}: (open) fewer runs' attacks at this K")
-        ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{d}: clean after purification")
+                    label=f"{name}: (open) fewer runs' attacks at this K")
+        ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{name}: clean after purification")
     ax.set_xscale("log")
     ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)" if x == "budget" else
                   "purifier objective evaluations + gradients per image, counted (theta's own passes not; 0 drawn at 0.5)")
     ax.set_ylabel("accuracy (%), 95% Wilson interval")
     ax.set_ylim(0, 100)
     ax.grid(True, which="both", alpha=0.3)
+
+
+def settings_differ(table: pd.DataFrame) -> bool:
+    """Whether some defense ran at one K under more than one setting (then the setting is worth showing)."""
+    defended = table[table["defense"] != "none"]
+    return bool(len(defended)) and bool(defended.groupby(["defense", "budget"])["setting"].nunique().gt(1).any())
 
 
 def across_runs_blocks(dirs, out: Path) -> list[tuple]:
@@ -170,8 +234,9 @@ def across_runs_blocks(dirs, out: Path) -> list[tuple]:
               for g, lo, hi in zip(table["gain"], table["gain_low"], table["gain_high"])],
         eps=[eps_label(n, e) for n, e in zip(table["norm"], table["eps"])],
         passes=["" if np.isnan(n) else f"{n:.0f}" for n in table["passes"]])
-    cols = (["model"] if table["model"].nunique() > 1 else []) + [
-        "defense", "landscape", "budget", "passes", "norm", "eps", "runs", "n", "images", "clean", "worst_case", "gain"]
+    cols = (["model"] if table["model"].nunique() > 1 else []) + ["defense", "landscape", "budget"] + \
+        (["setting"] if settings_differ(table) else []) + ["passes", "norm", "eps", "runs", "n", "images", "clean",
+                                                           "worst_case", "gain"]
     return [("h2", "Worst case across runs"),
             ("p", "An image counts as robust only if it survives every attack of every run at the same model, defense, "
                   "K and threat model (`landscape worst-case`); `cascade`: a run on the survivors of others, counted on "

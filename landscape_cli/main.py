@@ -185,14 +185,14 @@ def _report(args) -> int:
 
 
 def _worst_case(args) -> int:
-    from evaluator.across_runs import plot_worst_case, worst_case, write_survivors
+    from evaluator.across_runs import plot_worst_case, settings_differ, worst_case, write_survivors
     from landscape.io import atomic_write
 
     per_cell: dict = {}
     table = worst_case(args.dirs, per_cell)
     if args.survivors:   # checked before anything is written
         n = write_survivors(per_cell, args.survivors, args.defense, args.budget, args.landscape)
-    hidden = ["attacks"] + (["model"] if table["model"].nunique() == 1 else [])
+    hidden = ["attacks"] + (["model"] if table["model"].nunique() == 1 else []) + ([] if settings_differ(table) else ["setting"])
     print(table.drop(columns=hidden).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         atomic_write(args.out, lambda p: table.to_csv(p, index=False))

@@ -120,3 +120,29 @@ def test_each_cell_counts_its_own_models_clean_images_and_the_defenders_passes(t
     assert (table[table["defense"] == "none"]["passes"] == 0).all()
     width, height = Image.open(tmp_path / "wc.png").size
     assert height > 0.35 * width   # two rows of panels (K, then compute) over two models' columns
+
+
+def test_two_runs_of_one_defense_with_other_steps_are_two_cells_not_one_worst_case(tiny, tmp_path, capsys):
+    from cifar10.classifiers import build_classifier
+    from cifar10.ssl_head import ContrastiveHead, feature_dim, save_head
+
+    classifier = build_classifier({"name": tiny.spec, "weights": str(tiny.weights)}, download=False)
+    save_head(tmp_path / "head.pt", ContrastiveHead(feature_dim(classifier), 16, 8))
+    common = ["eval", f"model.name={tiny.spec}", f"model.weights={tiny.weights}", f"data.root={tiny.npz}", "data.download=false",
+              "--quiet", "ray.num_workers=0", "device=cpu", "data.n_examples=16", "defenses=[reverse-x]",
+              f"defense.ssl_head={tmp_path / 'head.pt'}", "defense.budgets=[2]", "defense.restarts=1", "defense.modes=[bpda]",
+              "attacks=[none,fgsm]", "eps.Linf=0.05"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "defense.reverse_steps={2: [adam, 0.2]}", "--out", str(tmp_path / "tuned")]) == 0
+    assert across(tmp_path / "plain", tmp_path / "tuned", "--out", tmp_path / "wc.csv") == 0
+    table = pd.read_csv(tmp_path / "wc.csv")
+    assert len(table) == 2 and table["setting"].nunique() == 2 and (table["runs"].str.count(r"\+") == 0).all()
+    assert {"step=sign 1 eps_rev/K", "steps={2: adam 0.2}"} <= {p for st in table["setting"] for p in st.split("; ")}
+    for name in ("plain", "tuned"):   # each cell is its own run's suite, not the AND of both
+        res = pd.read_csv(tmp_path / name / "results.csv")
+        suite = res[res["attack"].str.startswith("suite[")]["accuracy"]
+        own = suite.item() if len(suite) else res[res["attack"] != "none"]["accuracy"].item()
+        assert table[table["runs"] == name]["worst_case"].item() == own
+    capsys.readouterr()
+    assert across(tmp_path / "plain", tmp_path / "tuned", "--survivors", tmp_path / "s.csv", "--defense", "reverse-x") == 2
+    assert "steps={2: adam 0.2}" in capsys.readouterr().err
