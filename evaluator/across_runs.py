@@ -14,7 +14,7 @@ norm, eps). Which images are counted:
 Each defended cell also gets its **paired gain** over the undefended backbone at the same threat model.
 
 A cell is also keyed by its **setting**, what fixed the purifier in that run's ``config.yaml`` (eps_rev, the
-head, theta, the step at that K, restarts; for a user defense its kwargs): two runs of reverse-x at K = 1
+head, theta, the rule that gives its steps, restarts; for a user defense its kwargs): two runs of reverse-x at K = 1
 with different steps are two defenses, never one worst case.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         counted = {"purifier_forward", "purifier_backward"} <= set(meta.columns)
         meta = meta.assign(passes=meta["purifier_forward"] + meta["purifier_backward"] if counted else np.nan)
         dcfg = _run_defense_config(Path(d))
-        meta["setting"] = [defense_setting(dcfg, defense, int(k)) for defense, k in zip(meta["defense"], meta["budget"])]
+        meta["setting"] = [defense_setting(dcfg, defense) for defense in meta["defense"]]
         meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes", "setting"]]
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
@@ -87,8 +87,8 @@ def _run_defense_config(run: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}).get("defense") or {}
 
 
-def defense_setting(dcfg: dict, defense: str, budget: int) -> str:
-    """What fixed the purifier of one (defense, K) in a run's config, in words ("" for the bare model): what
+def defense_setting(dcfg: dict, defense: str) -> str:
+    """What fixed one defense's purifier in a run's config, in words ("" for the bare model): what
     the attack does not change, so cells that differ in it are different defenses."""
     if defense == "none" or not dcfg:
         return ""
