@@ -81,7 +81,8 @@ def resolve_defenses(entries, kwargs: dict | None = None) -> dict:
 
 
 def load_step_table(spec, space: str, default: tuple):
-    """{K: (rule, lr)} from an ``invert`` summary CSV (its tuned step per space and K), a mapping, or a default."""
+    """{K: (rule, lr)} from an ``invert`` summary CSV (its tuned step per space and K) or a ``choose_reverse_steps``
+    table (its chosen rows), a mapping, or a default."""
     if spec is None:
         return default
     if isinstance(spec, dict):
@@ -93,7 +94,13 @@ def load_step_table(spec, space: str, default: tuple):
         raise DefenseError(f"step-size table {path} not found (write one with `landscape invert`, or give "
                            f"{{K: [rule, lr]}})")
     df = pd.read_csv(path)
-    df = df[df["space"] == space.upper()].drop_duplicates("budget")
+    df = df[df["space"] == space.upper()]
+    if "chosen" in df.columns:   # bench/choose_reverse_steps.py's table: every candidate, the chosen marked
+        df = df[df["chosen"].astype(str).str.lower() == "true"]
+        if df.empty:
+            raise DefenseError(f"step-size table {path} marks no chosen step for space {space.upper()} (no candidate "
+                               f"kept clean accuracy within the rule's margin): give defense.reverse_steps={{K: [rule, lr]}}")
+    df = df.drop_duplicates("budget")
     if df.empty:
         raise DefenseError(f"step-size table {path} has no rows for space {space.upper()}")
     return {int(k): (str(r), float(lr)) for k, r, lr in zip(df["budget"], df["rule"], df["lr"])}

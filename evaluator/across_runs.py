@@ -19,6 +19,10 @@ with different steps are two defenses, never one worst case.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ import pandas as pd
 
 from evaluator.report import ReportError, _pct, eps_label
 from landscape.config import parse_number
-from landscape.io import atomic_write
+from landscape.io import atomic_write, resolve_path
 from landscape.stats import wilson_interval
 
 
@@ -45,10 +49,13 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         counted = {"purifier_forward", "purifier_backward"} <= set(meta.columns)
         meta = meta.assign(passes=meta["purifier_forward"] + meta["purifier_backward"] if counted else np.nan)
         dcfg = _run_defense_config(Path(d))
-        meta["setting"] = [defense_setting(dcfg, defense) for defense in meta["defense"]]
-        meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes", "setting"]]
+        meta["setting"] = [defense_setting(dcfg, name, int(k)) for name, k in zip(meta["defense"], meta["budget"])]
+        meta["series"] = [defense_setting(dcfg, name) for name in meta["defense"]]
+        meta = meta[["defense", "landscape", "budget", "attack", "norm", "eps", "passes", "setting", "series"]]
         frames.append(per.merge(meta, on=["defense", "landscape", "budget", "attack"]).assign(run=Path(d).name))
     df = pd.concat(frames, ignore_index=True)
+    named = _drop_unambiguous_hashes(set(df["setting"]) | set(df["series"]))
+    df["setting"], df["series"] = df["setting"].map(named), df["series"].map(named)
     attacked = df[df["attack"] != "none"]
     rows, per_cell = [], {} if per_cell is None else per_cell
     for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps", "setting"], sort=True):
@@ -65,7 +72,7 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
                    & (df["landscape"] == key[2]) & (df["setting"] == key[6]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
         rows.append({"model": key[0], "defense": key[1], "landscape": key[2], "budget": key[3], "norm": key[4],
-                     "eps": key[5], "setting": key[6], "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
+                     "eps": key[5], "setting": key[6], "series": SERIES_SEP.join(sorted(g["series"].unique())), "runs": "+".join(runs), "attacks": ",".join(sorted(g["attack"].unique())), "n": len(survived),
                      "images": "cascade" if cascade else "shared",
                      "clean": float(clean["correct"].mean()) if len(clean) else float("nan"),
                      "passes": float(g["passes"].max()),
@@ -75,7 +82,22 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
     for row in rows:   # each defended cell against the undefended backbone at the same threat model
         key = row.pop("_key")
         row.update(paired_gain(per_cell[key], per_cell.get((key[0], "none", "none", 0, key[4], key[5], ""))))
-    return pd.DataFrame(rows)
+    return _one_series_per_defense(pd.DataFrame(rows))
+
+
+def _one_series_per_defense(table: pd.DataFrame) -> pd.DataFrame:
+    """A plotted series is one defense with its steps chosen per K however they were (runs with other step
+    dicts at other K join into one line), unless two of its cells share a K: then each step rule is its own
+    series, so no line zigzags between two defenses at one K."""
+    without_step = table["setting"].map(lambda st: "; ".join(p for p in st.split("; ") if not p.startswith(("step", "no step"))))
+    table = table.copy()
+    for _, g in table.assign(_base=without_step).groupby(["model", "defense", "landscape", "_base"]):
+        if g["budget"].is_unique:
+            table.loc[g.index, "series"] = g["_base"].iloc[0]
+    return table
+
+
+SERIES_SEP = " | "   # a cell two step rules share (K = 0; the same step at K) belongs to both series
 
 
 def _run_defense_config(run: Path) -> dict:
@@ -87,26 +109,72 @@ def _run_defense_config(run: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}).get("defense") or {}
 
 
-def defense_setting(dcfg: dict, defense: str) -> str:
+def defense_setting(dcfg: dict, defense: str, budget: int | None = None) -> str:
     """What fixed one defense's purifier in a run's config, in words ("" for the bare model): what
-    the attack does not change, so cells that differ in it are different defenses."""
+    the attack does not change, so cells that differ in it are different defenses. With ``budget`` K,
+    the step the purifier takes at K (two rules that agree at K give one defense there; K = 0 takes no
+    step); without, the rule that gives the step at every K (a plotted series). Files are named with
+    a hash of their content (``name@hash``, see :func:`_drop_unambiguous_hashes`)."""
     if defense == "none" or not dcfg:
         return ""
     parts = [f"R={dcfg.get('restarts', 1)}"]
     if defense in ("reverse-x", "reverse-z"):
         eps_rev = parse_number(dcfg.get("eps_rev", 8 / 255))
-        parts += [f"eps_rev={eps_rev * 255:.4g}/255", f"head={Path(str(dcfg.get('ssl_head'))).name}"]
+        parts += [f"eps_rev={eps_rev * 255:.4g}/255", f"head={_file(dcfg.get('ssl_head'))}"]
         if defense == "reverse-z":
-            parts.append(f"theta={Path(str(dcfg.get('reverse_theta'))).name}")
-        parts.append(_step_text(dcfg.get("reverse_steps"), defense, parse_number(dcfg.get("reverse_step_scale", 1.0))))
+            parts.append(f"theta={_file(dcfg.get('reverse_theta'))}")
+        scale = parse_number(dcfg.get("reverse_step_scale", 1.0))
+        default = ("sign", scale * eps_rev / max(int(budget or 1), 1)) if defense == "reverse-x" else None
+        parts.append(_step_text(dcfg.get("reverse_steps"), defense, scale) if budget is None else
+                     _step_at(dcfg.get("reverse_steps"), defense, int(budget), default))
     elif defense in ("purify-x", "purify-z"):
-        parts.append(f"generator={Path(str((dcfg.get('generator') or {}).get('weights'))).name}")
+        parts.append(f"generator={_file((dcfg.get('generator') or {}).get('weights'))}")
         if defense == "purify-z":
-            parts.append(f"theta={Path(str(dcfg.get('theta'))).name}")
-        parts.append(f"steps={Path(str(dcfg.get('step_sizes'))).name}")
-    else:   # a user defense: what it was built with
-        parts.append(f"kwargs={(dcfg.get('kwargs') or {}).get(defense, dcfg.get('kwargs') or {})}")
+            parts.append(f"theta={_file(dcfg.get('theta'))}")
+        parts.append(f"steps={_file(dcfg.get('step_sizes'))}" if budget is None else
+                     _step_at(dcfg.get("step_sizes"), defense, int(budget), ("adam", 0.1) if defense == "purify-x" else None))
+    else:   # a user defense: what it was built with (defense.kwargs, one mapping for every user defense)
+        parts = [f"R={dcfg.get('restarts', 1)}"] if _takes_restarts(defense, dcfg) else []
+        parts.append("kwargs=" + json.dumps(dcfg.get("kwargs") or {}, sort_keys=True, default=str))
     return "; ".join(parts)
+
+
+def _file(path) -> str:
+    """A file named by its name and a hash of its content (of its resolved path where it is not here), so two
+    files both called theta.pt are two settings and one file reached by two paths is one."""
+    return "None" if path is None else _file_at(str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _file_at(path: str) -> str:
+    resolved = resolve_path(path)
+    if resolved.is_file():
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:8]
+    else:
+        digest = hashlib.sha256(str(resolved.resolve()).encode()).hexdigest()[:8]
+    return f"{Path(str(path)).name}@{digest}"
+
+
+_HASHED = re.compile(r"([^\s=;{}]+)@([0-9a-f]{8})")
+
+
+def _drop_unambiguous_hashes(texts) -> dict:
+    """text -> text without the ``@hash`` of every file name that has one content across ``texts``: the
+    hash stays only where two different files share a name, so tables and legends read as names."""
+    hashes: dict = {}
+    for t in texts:
+        for name, digest in _HASHED.findall(t):
+            hashes.setdefault(name, set()).add(digest)
+    return {t: _HASHED.sub(lambda m: m.group(0) if len(hashes[m.group(1)]) > 1 else m.group(1), t) for t in texts}
+
+
+def _takes_restarts(defense: str, dcfg: dict) -> bool:
+    try:
+        from defense.user import UserDefense
+
+        return UserDefense.load(defense, dcfg.get("kwargs") or {}).takes_restarts
+    except Exception:   # not importable here: count its restarts, to be safe
+        return True
 
 
 def _step_text(spec, defense: str, scale: float) -> str:
@@ -117,7 +185,25 @@ def _step_text(spec, defense: str, scale: float) -> str:
         return "steps={" + ", ".join(f"{int(k)}: {v[0]} {float(v[1]):.4g}" for k, v in sorted(spec.items(), key=lambda kv: int(kv[0]))) + "}"
     if isinstance(spec, (list, tuple)):
         return f"step={spec[0]} {float(spec[1]):.4g}"
-    return f"steps={Path(str(spec)).name}"   # a step-size table: its file names the steps
+    return f"steps={_file(spec)}"   # a step-size table: its file names the steps
+
+
+def _step_at(spec, defense: str, budget: int, default) -> str:
+    """The step the purifier takes at K, resolved as the purifier resolves it (a K not listed takes the nearest
+    listed one); K = 0 takes none."""
+    from defense.defenses import load_step_table
+    from defense.purifiers.base import resolve_step
+
+    if budget == 0:
+        return "no step (K = 0)"
+    try:
+        steps = load_step_table(spec, defense[-1], default)
+    except Exception:   # a step table no longer here: its file names the steps
+        return f"steps={_file(spec)}"
+    if steps is None:
+        return "step=theta's own"
+    rule, lr = resolve_step(steps, budget)
+    return f"step at K={budget}: {rule} {lr:.4g}"
 
 
 def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: int = 2000) -> dict:
@@ -133,13 +219,14 @@ def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: in
             "gain_high": float(np.percentile(means, 97.5))}
 
 
-def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=None) -> int:
-    """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``)."""
+def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=None, setting=None) -> int:
+    """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``);
+    ``setting``: text the cell's setting contains."""
     keys = [k for k in per_cell if (defense is None or k[1] == defense) and (budget is None or int(k[3]) == budget)
-            and (landscape is None or k[2] == landscape)]
+            and (landscape is None or k[2] == landscape) and (setting is None or setting in k[6])]
     if len(keys) != 1:
         cells = ", ".join(f"{k[1]}/{k[2]}/K={k[3]}/{k[4]} {k[5]:.4g}" + (f" [{k[6]}]" if k[6] else "") for k in keys) or "none"
-        raise ReportError(f"--survivors needs exactly one cell; --defense/--budget/--landscape leave {len(keys)}: {cells}")
+        raise ReportError(f"--survivors needs exactly one cell; --defense/--budget/--landscape/--setting leave {len(keys)}: {cells}")
     survived = per_cell[keys[0]]
     indices = sorted(int(i) for i in survived[survived].index)
     atomic_write(path, lambda p: pd.DataFrame({"index": indices}).to_csv(p, index=False))
@@ -160,13 +247,15 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
     axes_x = ["budget"] + (["passes"] if "passes" in table and defended["passes"].notna().all() else [])
     fig, axes = plt.subplots(len(axes_x), len(panels), figsize=(9.0 * len(panels), 4.4 * len(axes_x)), squeeze=False)
     # one colour per defended series across every panel, so a legend drawn once reads for all of them
-    series = ["defense", "landscape", "setting"]
-    colors = {k: f"C{i}" for i, k in enumerate(sorted(defended.groupby(series).groups))}
+    keys = sorted({(d, ls, sr) for d, ls, srs in zip(defended["defense"], defended["landscape"], defended["series"])
+                   for sr in str(srs).split(SERIES_SEP)})
+    colors = {k: f"C{i}" for i, k in enumerate(keys)}
     # a setting is named in the legend only where one defense ran under several, and only what differs
     several = {}
-    for d, g in defended.groupby("defense"):
-        if g["setting"].nunique() > 1:
-            parts = {st: st.split("; ") for st in g["setting"].unique()}
+    for d in {k[0] for k in keys}:
+        rules = sorted({k[2] for k in keys if k[0] == d})
+        if len(rules) > 1:
+            parts = {st: st.split("; ") for st in rules}
             common = set.intersection(*map(set, parts.values()))
             several.update({(d, st): "; ".join(x for x in ps if x not in common) for st, ps in parts.items()})
     for row, x in enumerate(axes_x):
@@ -187,12 +276,19 @@ def plot_worst_case(table: pd.DataFrame, path) -> None:
 
 
 def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) -> None:
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     base = t[t["defense"] == "none"]
     for _, b in base.iterrows():
         ax.axhspan(100 * b["ci_low"], 100 * b["ci_high"], color="0.85")
         ax.axhline(100 * b["worst_case"], color="black", lw=1.5, label="undefended: worst case")
         ax.axhline(100 * b["clean"], color="black", lw=1, ls="--", label="undefended: clean")
-    for (d, landscape, setting), g in t[t["defense"] != "none"].groupby(["defense", "landscape", "setting"], sort=True):
+    defended = t[t["defense"] != "none"]
+    for d, landscape, setting in sorted(colors):   # a series: one defense under one step rule, every K it ran
+        g = defended[(defended["defense"] == d) & (defended["landscape"] == landscape)
+                     & defended["series"].map(lambda srs: setting in str(srs).split(SERIES_SEP))]
+        if g.empty:
+            continue
         g, color = g.sort_values("budget"), colors[(d, landscape, setting)]
         name = f"{d} [{several[(d, setting)]}]" if (d, setting) in several else d
         ks = g[x].where(g[x] > 0, 0.5)
@@ -205,6 +301,8 @@ def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) 
                     label=f"{name}: (open) fewer runs' attacks at this K")
         ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{name}: clean after purification")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # 1, 10, 100 rather than 10^0
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("defense budget K (K = 0 drawn at 0.5)" if x == "budget" else
                   "purifier objective evaluations + gradients per image, counted (theta's own passes not; 0 drawn at 0.5)")
     ax.set_ylabel("accuracy (%), 95% Wilson interval")
@@ -215,7 +313,7 @@ def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) 
 def settings_differ(table: pd.DataFrame) -> bool:
     """Whether some defense ran at one K under more than one setting (then the setting is worth showing)."""
     defended = table[table["defense"] != "none"]
-    return bool(len(defended)) and bool(defended.groupby(["defense", "budget"])["setting"].nunique().gt(1).any())
+    return bool(len(defended)) and bool(defended.groupby(["model", "defense", "budget"])["setting"].nunique().gt(1).any())
 
 
 def across_runs_blocks(dirs, out: Path) -> list[tuple]:

@@ -75,8 +75,8 @@ class Theta(nn.Module):
         else:
             raise ThetaError(f"unknown theta skip {skip!r}; valid: 'linear', 'identity'")
         self.cond_dim, self.shift_only, self.residual_bound = int(cond_dim), bool(shift_only), float(residual_bound)
-        if not self.residual_bound >= 0:
-            raise ThetaError(f"residual_bound must be >= 0 (0: unbounded), got {residual_bound}")
+        if not (self.residual_bound >= 0 and math.isfinite(self.residual_bound)):
+            raise ThetaError(f"residual_bound must be finite and >= 0 (0: unbounded), got {residual_bound}")
         if self.cond_dim < 0:
             raise ThetaError(f"cond_dim must be >= 0, got {cond_dim}")
         if self.shift_only and not self.cond_dim:

@@ -19,6 +19,7 @@ steps in Z (fixed starts, the training rule and step size): the learning curve i
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -94,8 +95,9 @@ class TrainConfig:
                 raise ThetaError(f"theta training: {key} must be a whole number >= 0, got {getattr(self, key)!r}")
         if self.shift_only and not self.condition:
             raise ThetaError("theta.shift_only=true needs theta.condition=true (its residual sees only the condition)")
-        if isinstance(self.residual_bound, bool) or not isinstance(self.residual_bound, (int, float)) or not self.residual_bound >= 0:
-            raise ThetaError(f"theta.residual_bound must be a number >= 0 (0: unbounded), got {self.residual_bound!r}")
+        if isinstance(self.residual_bound, bool) or not isinstance(self.residual_bound, (int, float)) \
+                or not (self.residual_bound >= 0 and math.isfinite(self.residual_bound)):
+            raise ThetaError(f"theta.residual_bound must be a finite number >= 0 (0: unbounded), got {self.residual_bound!r}")
         if not 0 <= self.buffer_fraction <= 1:
             raise ThetaError(f"buffer_fraction must lie in [0, 1], got {self.buffer_fraction}")
 

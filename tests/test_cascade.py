@@ -137,7 +137,8 @@ def test_two_runs_of_one_defense_with_other_steps_are_two_cells_not_one_worst_ca
     assert across(tmp_path / "plain", tmp_path / "tuned", "--out", tmp_path / "wc.csv") == 0
     table = pd.read_csv(tmp_path / "wc.csv")
     assert len(table) == 2 and table["setting"].nunique() == 2 and (table["runs"].str.count(r"\+") == 0).all()
-    assert {"step=sign 1 eps_rev/K", "steps={2: adam 0.2}"} <= {p for st in table["setting"] for p in st.split("; ")}
+    parts = {p for st in table["setting"] for p in st.split("; ")}
+    assert {f"step at K=2: sign {8 / 255 / 2:.4g}", "step at K=2: adam 0.2"} <= parts
     for name in ("plain", "tuned"):   # each cell is its own run's suite, not the AND of both
         res = pd.read_csv(tmp_path / name / "results.csv")
         suite = res[res["attack"].str.startswith("suite[")]["accuracy"]
@@ -145,4 +146,8 @@ def test_two_runs_of_one_defense_with_other_steps_are_two_cells_not_one_worst_ca
         assert table[table["runs"] == name]["worst_case"].item() == own
     capsys.readouterr()
     assert across(tmp_path / "plain", tmp_path / "tuned", "--survivors", tmp_path / "s.csv", "--defense", "reverse-x") == 2
-    assert "steps={2: adam 0.2}" in capsys.readouterr().err
+    assert "step at K=2: adam 0.2" in capsys.readouterr().err
+    assert across(tmp_path / "plain", tmp_path / "tuned", "--survivors", tmp_path / "s.csv", "--defense", "reverse-x",
+                  "--setting", "adam 0.2") == 0                            # --setting picks the tuned run's cell
+    tuned = pd.read_parquet(tmp_path / "tuned" / "per_image.parquet").query("attack != 'none'")
+    assert pd.read_csv(tmp_path / "s.csv")["index"].tolist() == sorted(tuned[tuned["correct"]]["index"])

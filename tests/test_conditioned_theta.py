@@ -101,6 +101,11 @@ def test_a_bounded_residual_moves_each_coordinate_at_most_b_and_round_trips(tmp_
         Theta((8,), 8, width=16, depth=1, residual_bound=-1.0)
     with pytest.raises(ThetaError, match="residual_bound"):
         TrainConfig(condition=True, shift_only=True, residual_bound="big", **COORD).validate()
+    for infinite in (float("inf"), float("nan")):   # b tanh(r / b) at b = inf is inf * 0: NaN
+        with pytest.raises(ThetaError, match="finite"):
+            Theta((8,), 8, width=16, depth=1, residual_bound=infinite)
+        with pytest.raises(ThetaError, match="finite"):
+            TrainConfig(condition=True, shift_only=True, residual_bound=infinite, **COORD).validate()
     torch.manual_seed(0)
     trainer = ThetaTrainer(tiny_gan(), TrainConfig(condition=True, shift_only=True, skip="identity", residual_bound=0.05,
                                                    **dict(CFG, iterations=60)))
