@@ -1,6 +1,7 @@
 """Choose the reverse purifier's step per budget K on *training* images, for the plain space (reverse-x)
 and the learned one (reverse-z) by one rule: the candidate with the highest robust accuracy under
-PGD-20 with exact gradients unrolled through the K steps, among those that keep clean accuracy after
+PGD-20 with exact gradients unrolled through the K steps (``--modes``: the per-image worst case over
+several gradients, e.g. ``unrolled bpda+eot``), among those that keep clean accuracy after
 purification within 3 points of the undefended backbone on the same images (ties: higher clean).
 
 Why: ``landscape invert`` tunes reverse-z's steps for the lowest self-supervised loss, while reverse-x's
@@ -11,7 +12,8 @@ Both spaces get the same six candidates in their own units (X: eps_rev, the unit
 uses there; Z: 1, pre-tanh): sign steps of s / K units for s in {0.5, 1, 2.5} and Adam steps of a
 units for a in {0.25, 0.5, 1}. The same images, attack and seeds for every candidate.
 
-    python bench/choose_reverse_steps.py --model resnet4b --budgets 1 5 40 [--spaces x z] [--theta FILE] [--n 200] [--out FILE.csv]
+    python bench/choose_reverse_steps.py --model resnet4b --budgets 1 5 40 [--spaces x z] [--theta FILE] [--n 200]
+        [--modes unrolled bpda+eot] [--out FILE.csv]
 
 Prints each row as it is measured, then the table with the chosen rows marked, written as CSV
 (atomically); ``--out`` defaults to docs/robust-reverse/steps-<model>-linf<eps>.csv.
@@ -72,13 +74,17 @@ def main():
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--theta", default=None, help="reverse-z's theta (default: the committed shift theta of --model)")
+    ap.add_argument("--modes", nargs="+", default=["unrolled"],
+                    help="the gradients PGD-20 takes through the purifier (the robust figure is the per-image worst case "
+                         "over them): unrolled (exact), bpda+eot, eot, bpda; exact PGD alone overrates Adam steps "
+                         "(docs/robust-reverse section 13)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     robust, eps_rev = SHARED / "weights" / "robust", parse_number(args.eps_rev)
     common = [f"model.name={robust / 'models.py'}:{args.model}", f"model.weights={robust / (args.model + '.pth')}",
               f"data.root={args.data}", "data.split=train", f"data.n_examples={args.n}", "data.download=false",
               f"eps.Linf={args.eps}", "attacks=[none,pgd]", "attack_params.pgd.steps=20",
-              f"attack_params.pgd.alpha={parse_number(args.eps) / 4}", "defense.restarts=1", "defense.modes=[unrolled]",
+              f"attack_params.pgd.alpha={parse_number(args.eps) / 4}", "defense.restarts=1", f"defense.modes=[{','.join(args.modes)}]",
               "defense.attack_modes={}", "defense.unrolled_max_gb=8.0", f"defense.eps_rev={args.eps_rev}",
               f"defense.ssl_head={REPO / 'checkpoints' / f'ssl-head-{args.model}.pt'}",
               f"threads={args.threads}", "ray.num_workers=0", f"eval.batch_size={args.batch_size}", "device=cpu"]
@@ -103,7 +109,8 @@ def main():
         rows.append({"model": args.model, "attack_eps": args.eps, "eps_rev": args.eps_rev, "space": space.upper() if space != "-" else "-",
                      "theta": Path(theta).name if theta != "-" else "-",
                      "budget": k, "rule": rule or "-", "lr": lr if lr is not None else float("nan"), "candidate": label,
-                     "clean": acc["none"], "robust": robust_acc, "n": int(res["n"].iloc[0])})
+                     "clean": acc["none"], "robust": robust_acc, "robust_under": "pgd-20" + ("" if space == "-" else " " + "+".join(args.modes)),
+                     "n": int(res["n"].iloc[0])})
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     df["chosen"] = chosen(df)

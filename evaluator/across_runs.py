@@ -219,6 +219,35 @@ def paired_gain(survived: pd.Series, undefended: pd.Series | None, resamples: in
             "gain_high": float(np.percentile(means, 97.5))}
 
 
+def paired_versus(table: pd.DataFrame, per_cell: dict, spec: str) -> pd.DataFrame:
+    """Each defended cell's paired difference from a reference cell, ``DEFENSE`` (at the same K) or
+    ``DEFENSE@K``, at the same model and threat model, on the images both counted (bootstrap 95%):
+    e.g. reverse-z minus reverse-x at each K, or every K minus reverse-x at K = 40."""
+    defense, _, k = spec.partition("@")
+    try:
+        budget = int(k) if k else None
+    except ValueError:
+        raise ReportError(f"--versus {spec!r}: K after @ must be an integer (e.g. reverse-x@40)") from None
+    if not any(key[1] == defense for key in per_cell):
+        raise ReportError(f"--versus {spec!r}: no cell of defense {defense!r}; the cells are of "
+                          f"{', '.join(sorted({key[1] for key in per_cell}))}")
+    gains = []
+    for row in table.itertuples():
+        key = (row.model, row.defense, row.landscape, row.budget, row.norm, row.eps, row.setting)
+        at = row.budget if budget is None else budget
+        refs = [r for r in per_cell if r[1] == defense and r[0] == row.model and r[4] == row.norm and r[5] == row.eps
+                and int(r[3]) == int(at)]
+        if len(refs) > 1:
+            raise ReportError(f"--versus {spec!r}: {len(refs)} cells of {defense} at K = {at} (other settings: "
+                              f"{'; '.join(r[6] for r in refs)}): run worst-case on the runs of one of them")
+        same = not refs or refs[0] == key or row.defense == "none"
+        gains.append(paired_gain(per_cell[key], None if same else per_cell[refs[0]]))
+    out = table.copy()
+    out["versus"] = spec
+    out["versus_gain"], out["versus_low"], out["versus_high"] = ([g[c] for g in gains] for c in ("gain", "gain_low", "gain_high"))
+    return out
+
+
 def write_survivors(per_cell: dict, path, defense=None, budget=None, landscape=None, setting=None) -> int:
     """Write the robust images' indices of the one cell the filters leave (for ``data.indices=FILE``);
     ``setting``: text the cell's setting contains."""

@@ -4,7 +4,7 @@
     landscape submit --address http://HEAD:8265 [--command CMD [--task T]] [--config FILE] [--out DIR] [--wait] [key=value ...]
     landscape jobs {status,logs,stop} JOB --address http://HEAD:8265
     landscape report DIR [DIR ...] [--out DIR] [--entry FILE]
-    landscape worst-case DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L] [--setting TEXT]]
+    landscape worst-case DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L] [--setting TEXT]] [--versus DEFENSE[@K]]
     landscape train-generator [--config FILE] [--out DIR] [key=value ...]
     landscape train-ssl-head [--config FILE] [--out FILE] [key=value ...]
     landscape train-classifier --on-purified [--config FILE] [--out FILE] [key=value ...]
@@ -185,13 +185,15 @@ def _report(args) -> int:
 
 
 def _worst_case(args) -> int:
-    from evaluator.across_runs import plot_worst_case, settings_differ, worst_case, write_survivors
+    from evaluator.across_runs import paired_versus, plot_worst_case, settings_differ, worst_case, write_survivors
     from landscape.io import atomic_write
 
     per_cell: dict = {}
     table = worst_case(args.dirs, per_cell)
     if args.survivors:   # checked before anything is written
         n = write_survivors(per_cell, args.survivors, args.defense, args.budget, args.landscape, args.setting)
+    if args.versus:
+        table = paired_versus(table, per_cell, args.versus)
     hidden = ["attacks"] + (["model"] if table["model"].nunique() == 1 else []) + ([] if settings_differ(table) else ["setting"])
     print(table.drop(columns=hidden).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
@@ -271,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--entry", help="also write RobustBench-style entries (one per defended cell) to this JSON file")
     rp.set_defaults(overrides=[])
     wc = command("worst-case", _worst_case, "per-image worst case over the attacks of several eval runs (cascades too)",
-                 "DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L] [--setting TEXT]]",
-                 common=False)
+                 "DIR [DIR ...] [--out CSV] [--plot PNG] [--survivors FILE [--defense D] [--budget K] [--landscape L] [--setting TEXT]] "
+                 "[--versus DEFENSE[@K]]", common=False)
     wc.add_argument("dirs", nargs="+", help="folders written by landscape eval")
     wc.add_argument("--out", help="write the table as CSV")
     wc.add_argument("--plot", help="write worst case and clean accuracy against K as PNG")
@@ -281,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--budget", type=int, help="--survivors: the cell's K")
     wc.add_argument("--landscape", help="--survivors: the cell's landscape (x, z, none)")
     wc.add_argument("--setting", help="--survivors: text in the cell's setting (its step at K, theta, ...: see the table)")
+    wc.add_argument("--versus", metavar="DEFENSE[@K]", help="add each cell's paired difference from DEFENSE's cell at the "
+                    "same K (or at K), same model and threat model, with a bootstrap 95%% interval")
     wc.set_defaults(overrides=[])
     sb = command("submit", _submit, "submit landscape eval (or a training command) to a Ray cluster (Ray Jobs API)",
                  "--address http://HEAD:8265 [--command CMD [--task TASK]] [--config FILE] [--out DIR] [--wait] "

@@ -74,7 +74,7 @@ def test_paired_gain_is_the_mean_per_image_difference_with_an_interval_around_it
     assert np.isnan(paired_gain(undefended, None)["gain"])
 
 
-def test_each_cell_counts_its_own_models_clean_images_and_the_defenders_passes(tiny, tmp_path):
+def test_each_cell_counts_its_own_models_clean_images_and_the_defenders_passes(tiny, tmp_path, capsys):
     """Two backbones in one worst case: each undefended row's clean accuracy is its own model's; every defended
     cell carries the purifier passes per image its runs counted (R x (K + 1) + R x K, R = 2), and the figure gets a
     second row of panels against them."""
@@ -120,6 +120,18 @@ def test_each_cell_counts_its_own_models_clean_images_and_the_defenders_passes(t
     assert (table[table["defense"] == "none"]["passes"] == 0).all()
     width, height = Image.open(tmp_path / "wc.png").size
     assert height > 0.35 * width   # two rows of panels (K, then compute) over two models' columns
+    # --versus: each cell's paired difference from reverse-x at K = 0 of its own model, by hand from the per-image tables
+    assert across(runs["a"], second, runs["b"], "--versus", "reverse-x@0", "--out", tmp_path / "vs.csv") == 0
+    vs = pd.read_csv(tmp_path / "vs.csv")
+    per = pd.concat([pd.read_parquet(d / "per_image.parquet") for d in (runs["a"], second, runs["b"])])
+    for model in vs["model"].unique():
+        robust = per[(per["model"] == model) & (per["defense"] == "reverse-x") & (per["attack"] != "none")].groupby(["budget", "index"])["correct"].all()
+        by_hand = (robust[2].astype(float) - robust[0].astype(float)).mean()
+        row = vs[(vs["model"] == model) & (vs["defense"] == "reverse-x") & (vs["budget"] == 2)].iloc[0]
+        assert abs(row["versus_gain"] - by_hand) < 1e-12 and row["versus_low"] <= row["versus_gain"] <= row["versus_high"]
+        assert vs[(vs["model"] == model) & (vs["budget"] == 0)]["versus_gain"].isna().all()   # itself; the backbone
+    capsys.readouterr()
+    assert across(runs["a"], "--versus", "reverse-y") == 2 and "no cell of defense 'reverse-y'" in capsys.readouterr().err
 
 
 def test_two_runs_of_one_defense_with_other_steps_are_two_cells_not_one_worst_case(tiny, tmp_path, capsys):
