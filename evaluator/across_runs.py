@@ -142,17 +142,16 @@ def defense_setting(dcfg: dict, defense: str, budget: int | None = None) -> str:
 def _file(path) -> str:
     """A file named by its name and a hash of its content (of its resolved path where it is not here), so two
     files both called theta.pt are two settings and one file reached by two paths is one."""
-    return "None" if path is None else _file_at(str(path))
+    if path is None:
+        return "None"
+    return f"{Path(str(path)).name}@{_digest(str(resolve_path(path).resolve()))}"
 
 
 @functools.lru_cache(maxsize=None)
-def _file_at(path: str) -> str:
-    resolved = resolve_path(path)
-    if resolved.is_file():
-        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()[:8]
-    else:
-        digest = hashlib.sha256(str(resolved.resolve()).encode()).hexdigest()[:8]
-    return f"{Path(str(path)).name}@{digest}"
+def _digest(absolute: str) -> str:
+    """Cached by absolute path (a relative one would name other files from another working directory)."""
+    p = Path(absolute)
+    return hashlib.sha256(p.read_bytes() if p.is_file() else absolute.encode()).hexdigest()[:8]
 
 
 _HASHED = re.compile(r"([^\s=;{}]+)@([0-9a-f]{8})")
