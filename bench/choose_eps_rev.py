@@ -73,12 +73,17 @@ def main():
         if len(ok):
             best = ok.sort_values(["worst", "clean"], ascending=False).index[0]
             df.loc[best, "chosen"] = True
-    print(df.to_string(index=False))
     tag = "-".join(e.split("/")[0] for e in args.eps)
-    out = Path(args.out or REPO / "docs" / "robust-reverse" / f"eps-rev-{args.model}-linf{tag}.csv")
+    write_table(df, args.out or REPO / "docs" / "robust-reverse" / f"eps-rev-{args.model}-linf{tag}.csv", args.n, args.data)
+
+
+def write_table(df: pd.DataFrame, out, n: int, data) -> None:
+    """Print the table of candidates and write it as CSV, atomically (also bench/choose_reverse_steps.py's)."""
+    print(df.to_string(index=False))
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda p: df.to_csv(p, index=False))
-    print(f"written {out} ({args.n} training images of {args.data}; JPEG copy of CIFAR-10 unless the path says otherwise)")
+    print(f"written {out} ({n} training images of {data}; JPEG copy of CIFAR-10 unless the path says otherwise)")
 
 
 if __name__ == "__main__":

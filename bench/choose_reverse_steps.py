@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from evaluator.config import EVAL_DEFAULTS, OPEN_SECTIONS  # noqa: E402
 from evaluator.run import evaluate  # noqa: E402
 from landscape.config import load_config, parse_number  # noqa: E402
-from landscape.io import atomic_write  # noqa: E402
+from choose_eps_rev import write_table  # noqa: E402  (this folder: the same table writer)
 
 SHARED = Path(os.environ.get("LANDSCAPE_SHARED", REPO.parent / "shared"))
 SIGN_SCALES = (0.5, 1.0, 2.5)      # sign step = s / K units
@@ -114,12 +114,8 @@ def main():
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     df["chosen"] = chosen(df)
-    print(df.to_string(index=False))
     tag = args.eps.split("/")[0]
-    out = Path(args.out or REPO / "docs" / "robust-reverse" / f"steps-{args.model}-linf{tag}.csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda p: df.to_csv(p, index=False))
-    print(f"written {out} ({args.n} training images of {args.data}; JPEG copy of CIFAR-10 unless the path says otherwise)")
+    write_table(df, args.out or REPO / "docs" / "robust-reverse" / f"steps-{args.model}-linf{tag}.csv", args.n, args.data)
 
 
 if __name__ == "__main__":

@@ -168,10 +168,16 @@ def _drop_unambiguous_hashes(texts) -> dict:
 
 
 def _takes_restarts(defense: str, dcfg: dict) -> bool:
+    return _user_takes_restarts(defense, json.dumps(dcfg.get("kwargs") or {}, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=None)
+def _user_takes_restarts(defense: str, kwargs_json: str) -> bool:
+    """Loaded once per (defense, kwargs), not once per results row."""
     try:
         from defense.user import UserDefense
 
-        return UserDefense.load(defense, dcfg.get("kwargs") or {}).takes_restarts
+        return UserDefense.load(defense, json.loads(kwargs_json)).takes_restarts
     except Exception:   # not importable here: count its restarts, to be safe
         return True
 
@@ -326,7 +332,7 @@ def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) 
         few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
         if few.any():
             ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=color, ms=6, zorder=5,
-                    label=f"{name}: (open) fewer runs' attacks at this K")
+                    label=f"{name}: open = fewer runs at this K than at its most attacked K (an upper figure)")
         ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{name}: clean after purification")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # 1, 10, 100 rather than 10^0
