@@ -329,10 +329,11 @@ def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) 
         lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
         ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=color, capsize=3,
                     label=f"{name}: worst case over every attack of every run")
-        few = g["runs"].str.count(r"\+") < g["runs"].str.count(r"\+").max()   # a K some run did not cover
+        n_attacks = g["attacks"].str.count(",") + 1   # a run may carry several attacks: count attacks, not runs
+        few = n_attacks < n_attacks.max()             # a K where some attack of the series did not run
         if few.any():
             ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=color, ms=6, zorder=5,
-                    label=f"{name}: open = fewer runs at this K than at its most attacked K (an upper figure)")
+                    label=f"{name}: open = fewer attacks at this K than at its most attacked K (an upper figure)")
         ax.plot(ks, 100 * g["clean"], "s--", color=color, label=f"{name}: clean after purification")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # 1, 10, 100 rather than 10^0
