@@ -167,6 +167,13 @@ def _drop_unambiguous_hashes(texts) -> dict:
     return {t: _HASHED.sub(lambda m: m.group(0) if len(hashes[m.group(1)]) > 1 else m.group(1), t) for t in texts}
 
 
+def fewer_attacks(series: pd.DataFrame) -> pd.Series:
+    """Per cell of one plotted series: True where fewer attacks ran than at the series' most-attacked K (its
+    worst case is an upper figure). Attacks, not runs, are counted: one run may carry several attacks."""
+    n_attacks = series["attacks"].map(lambda a: len(set(str(a).split(","))))
+    return n_attacks < n_attacks.max()
+
+
 def _takes_restarts(defense: str, dcfg: dict) -> bool:
     return _user_takes_restarts(defense, json.dumps(dcfg.get("kwargs") or {}, sort_keys=True, default=str))
 
@@ -329,8 +336,7 @@ def _worst_case_panel(ax, t: pd.DataFrame, x: str, colors: dict, several: dict) 
         lo, hi = 100 * (g["worst_case"] - g["ci_low"]), 100 * (g["ci_high"] - g["worst_case"])
         ax.errorbar(ks, 100 * g["worst_case"], yerr=[lo, hi], fmt="o-", color=color, capsize=3,
                     label=f"{name}: worst case over every attack of every run")
-        n_attacks = g["attacks"].str.count(",") + 1   # a run may carry several attacks: count attacks, not runs
-        few = n_attacks < n_attacks.max()             # a K where some attack of the series did not run
+        few = fewer_attacks(g)
         if few.any():
             ax.plot(ks[few], 100 * g["worst_case"][few], "o", color="white", mec=color, ms=6, zorder=5,
                     label=f"{name}: open = fewer attacks at this K than at its most attacked K (an upper figure)")

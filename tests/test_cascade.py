@@ -163,3 +163,12 @@ def test_two_runs_of_one_defense_with_other_steps_are_two_cells_not_one_worst_ca
                   "--setting", "adam 0.2") == 0                            # --setting picks the tuned run's cell
     tuned = pd.read_parquet(tmp_path / "tuned" / "per_image.parquet").query("attack != 'none'")
     assert pd.read_csv(tmp_path / "s.csv")["index"].tolist() == sorted(tuned[tuned["correct"]]["index"])
+
+
+def test_the_figure_marks_cells_missing_an_attack_not_cells_with_fewer_runs():
+    from evaluator.across_runs import fewer_attacks
+
+    series = pd.DataFrame({"runs": ["a+b+c+d", "e+f", "g+h+i"],
+                           "attacks": ["aa,eot,exact,rand", "aa,eot,exact,rand", "aa,eot,exact"]})
+    # the second cell had its attacks in two runs, not four: still complete; the third lacks one attack
+    assert fewer_attacks(series).tolist() == [False, False, True]
