@@ -1,9 +1,11 @@
 """Distributed evaluation on a real local Ray: same tables whatever the workers, crashes, resume, jobs."""
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +25,9 @@ import torch, torch.nn as nn
 
 class Slow(nn.Module):
     """A fixed random linear classifier; sleeps per call, and crashes its process once if a flag file exists
-    (a worker's process: the driver, which built it and probes it before the run, is never the one to die)."""
-    def __init__(self, delay=0.0, crash_flag=""):
+    (a worker's process: the driver, which built it and probes it before the run, is never the one to die);
+    a worker on a node marked SLOW_HOLD=1 waits while the hold file exists, so another node gets work first."""
+    def __init__(self, delay=0.0, crash_flag="", hold=""):
         super().__init__()
         self.home = os.getpid()
         g = torch.Generator().manual_seed(0)
@@ -32,8 +35,13 @@ class Slow(nn.Module):
         with torch.no_grad():
             self.lin.weight.copy_(torch.randn(10, 3 * 32 * 32, generator=g) * 0.05)
             self.lin.bias.zero_()
-        self.delay, self.crash_flag = delay, crash_flag
+        self.delay, self.crash_flag, self.hold = delay, crash_flag, hold
     def forward(self, x):
+        # a worker on a node started with SLOW_HOLD=1 waits while the hold file exists (at most 5 minutes)
+        t0 = time.time()
+        while (self.hold and os.getpid() != self.home and os.environ.get("SLOW_HOLD") == "1"
+               and os.path.exists(self.hold) and time.time() - t0 < 300):
+            time.sleep(0.1)
         if self.crash_flag and os.getpid() != self.home and os.path.exists(self.crash_flag):
             os.remove(self.crash_flag)
             os._exit(1)
@@ -60,9 +68,10 @@ def setup(tmp_path_factory):
     return root
 
 
-def args_for(root, out, *extra, delay=0.0, crash=""):
+def args_for(root, out, *extra, delay=0.0, crash="", hold=""):
     return ["eval", "--quiet", "--out", str(out), f"data.root={root / 'data.npz'}",
-            f"model.name={root / 'slow_model.py'}:Slow", f"model.kwargs={{delay: {delay}, crash_flag: '{crash}'}}",
+            f"model.name={root / 'slow_model.py'}:Slow",
+            f"model.kwargs={{delay: {delay}, crash_flag: '{crash}', hold: '{hold}'}}",
             "data.n_examples=48", "eval.batch_size=8", "attacks=[none,fgsm,pgd]", "attack_params.pgd.steps=3",
             "eps.Linf=1/255",
             "seed=3", *extra]
@@ -162,21 +171,81 @@ def test_resume_refuses_a_different_config(setup, reference, capsys):
 
 
 # -- a real cluster: ray start --head, a second node, the Jobs API -------------------------------
+# Every port is the test's own (so another Ray on the machine, a user's evaluation, neither breaks the test
+# cluster nor is broken by it), and teardown kills only the sessions its `ray start` calls opened: `ray stop`
+# would stop every Ray on the machine.
+HEAD_PORTS = ["--port=6479", "--dashboard-port=8365", "--ray-client-server-port=10201", "--node-manager-port=6490",
+              "--object-manager-port=6492", "--dashboard-agent-listen-port=52465", "--dashboard-agent-grpc-port=52466",
+              "--runtime-env-agent-port=52467", "--metrics-export-port=52468", "--min-worker-port=21000",
+              "--max-worker-port=21499"]
+NODE_PORTS = ["--node-manager-port=6491", "--object-manager-port=6493", "--dashboard-agent-listen-port=52475",
+              "--dashboard-agent-grpc-port=52476", "--runtime-env-agent-port=52477", "--metrics-export-port=52478",
+              "--min-worker-port=21500", "--max-worker-port=21999"]
+_sessions: list[int] = []   # session ids of the `ray start` calls made here (each is its session's leader)
+_temp_dirs: list[str] = []  # one per node: two nodes on one machine sharing one race on the job's unpacked working_dir
+
+
+def _temp_dir() -> str:
+    _temp_dirs.append(tempfile.mkdtemp(prefix="lsray-", dir="/tmp"))   # short: Ray's socket paths live under it
+    return _temp_dirs[-1]
+
+
 def _ray(*args, env):
-    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen([str(BIN / "ray"), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    if args[0] == "start":
+        _sessions.append(proc.pid)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2:].split()[3])
+
+
+def _stop_our_clusters(env) -> None:
+    """SIGKILL every process of the sessions our `ray start` calls opened, and their descendants."""
+    if not Path("/proc/self/stat").exists():   # not Linux: no way to tell our Ray from another's
+        _ray("stop", "--force", env=env)
+        return
+    from ray_jobs.watchdog import _stat, descendants
+
+    ours: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _session(int(entry)) in _sessions and (st := _stat(int(entry))):
+            ours[int(entry)] = st[1]
+            ours.update(descendants(int(entry)))
+    for pid, start in ours.items():
+        if (_stat(pid) or (0, None))[1] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.time() + 20
+    while time.time() < deadline and any((_stat(p) or (0, None))[1] == t for p, t in ours.items()):
+        time.sleep(0.2)
+    _sessions.clear()
+    for path in _temp_dirs:
+        shutil.rmtree(path, ignore_errors=True)
+    _temp_dirs.clear()
 
 
 @pytest.fixture
 def cluster(tmp_path):
+    temp_dir = _temp_dir()
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16), OMP_NUM_THREADS="1",
-               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
-    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", "--port=6479", "--dashboard-port=8365",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}", SLOW_HOLD="1", RAY_TMPDIR=temp_dir)   # SLOW_HOLD: see Slow
+    started = _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", *HEAD_PORTS,
                    "--num-cpus=1", "--disable-usage-stats", env=env)
-    assert started.returncode == 0, started.stderr[-2000:]
     try:
+        assert started.returncode == 0, started.stderr[-2000:]
         yield env, "http://127.0.0.1:8365"
     finally:
-        _ray("stop", "--force", env=env)
+        _stop_our_clusters(env)
 
 
 def test_submit_wait_runs_an_evaluation(cluster, setup, reference, tmp_path):
@@ -236,13 +305,21 @@ def test_submit_runs_a_training_command(cluster, setup, tmp_path):
 
 
 def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, reference, tmp_path):
+    """Two nodes on this machine, each with its own ports and temp dir: with the default ports the test failed
+    whenever another Ray ran on the machine, and nodes sharing a temp dir race on the job's unpacked working_dir
+    (seen: the head's worker could not start). The head's worker is held (SLOW_HOLD=1 on the head, a hold file)
+    until the second node has finished a shard, so one node cannot do all the work before the other's is up."""
     env, address = cluster
-    node = _ray("start", "--address=127.0.0.1:6479", "--num-cpus=1", "--node-manager-port=6491",
-                "--disable-usage-stats", env=env)
+    node_env = {k: v for k, v in env.items() if k != "SLOW_HOLD"}
+    node_env["RAY_TMPDIR"] = node_tmp = _temp_dir()
+    node = _ray("start", "--address=127.0.0.1:6479", "--num-cpus=1", f"--temp-dir={node_tmp}", *NODE_PORTS,
+                "--disable-usage-stats", env=node_env)
     assert node.returncode == 0, node.stderr[-2000:]
     out = tmp_path / "twonodes"
+    hold = tmp_path / "hold"
+    hold.write_text("x")
     cmd = [str(BIN / "landscape"), "submit", "--address", address, "--wait",
-           *submit_args(setup, out, "ray.num_workers=2", "ray.max_restarts=5", delay=0.4)]
+           *submit_args(setup, out, "ray.num_workers=2", "ray.max_restarts=5", delay=0.4, hold=str(hold))]
     job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     nodes = set()
     deadline = time.time() + 240
@@ -252,8 +329,12 @@ def test_second_node_receives_work_and_its_loss_is_survived(cluster, setup, refe
                 nodes |= set(pd.read_parquet(f)["node"])
             except Exception:
                 pass
+        if nodes:
+            hold.unlink(missing_ok=True)   # the second node has done a shard: let the head's worker go on
         time.sleep(0.5)
-    assert len(nodes) == 2, "the second node never finished a shard"
+    if len(nodes) < 2:
+        job.kill()
+        pytest.fail(f"{len(nodes)} node(s) finished a shard in 240 s; the job said:\n{job.communicate()[0][-3000:]}")
     raylets = subprocess.run(["pgrep", "-f", "node_manager_port=6491"], capture_output=True, text=True).stdout.split()
     assert raylets
     for pid in raylets:
