@@ -8,8 +8,9 @@ norm, eps). Which images are counted:
 - **a cascade** (what AutoAttack does inside its suite): a run that skipped images (``data.indices=FILE``, the
   survivors of the cheaper runs, written by :func:`write_survivors`) is counted on every image of the others,
   provided each image it skipped was broken by an attack of another run; the worst case is then exact, since
-  an image broken once stays broken (column ``images``: ``cascade``);
-- otherwise the images all the runs share (``shared``).
+  an image broken once stays broken (column ``images``: ``cascade``); an attack split over several runs (the
+  survivors halved between two processes or sessions) counts as one attack on the union of their images;
+- otherwise the images every attack ran on (``shared``).
 
 Each defended cell also gets its **paired gain** over the undefended backbone at the same threat model.
 
@@ -60,7 +61,9 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
     rows, per_cell = [], {} if per_cell is None else per_cell
     for key, g in attacked.groupby(["model", "defense", "landscape", "budget", "norm", "eps", "setting"], sort=True):
         runs = sorted(g["run"].unique())
-        seen = [set(g[g["run"] == r]["index"]) for r in runs]
+        # the images each attack ran on, over all runs: one attack split over runs (halves of the survivors in
+        # two processes, or two sessions) counts as one
+        seen = [set(ix) for _, ix in g.groupby("attack")["index"]]
         shared, union = set.intersection(*seen), set.union(*seen)
         robust_where_seen = g.groupby("index")["correct"].all()
         # a run that skipped only images another run broke (a cascade over survivors) leaves the worst case exact

@@ -31,6 +31,16 @@ def test_a_costlier_attack_on_the_survivors_gives_the_worst_case_on_every_image(
     row = pd.read_csv(tmp_path / "wc.csv").iloc[0]
     assert row["images"] == "cascade" and row["n"] == 60                  # counted on every image
     assert row["worst_case"] == pgd["correct"].sum() / 60                 # the AND: survived fgsm, then pgd
+    # the costly attack split over two runs (the survivors halved, as two processes or sessions would): the same
+    halves = [tmp_path / "half0.csv", tmp_path / "half1.csv"]
+    for i, half in enumerate(halves):
+        pd.DataFrame({"index": robust[i::2]}).to_csv(half, index=False)
+        assert main([*common, "--out", str(tmp_path / f"costly{i}"), "attacks=[none,pgd]", "attack_params.pgd.steps=20",
+                     "attack_params.pgd.alpha=0.01", f"data.indices={half}"]) == 0
+    assert across(cheap, tmp_path / "costly0", tmp_path / "costly1", "--out", tmp_path / "wc-split.csv") == 0
+    split = pd.read_csv(tmp_path / "wc-split.csv").iloc[0]
+    assert split["images"] == "cascade" and split["n"] == 60
+    assert split["worst_case"] == row["worst_case"]
     # a run on a plain subset (images that survived elsewhere are missing from it): the shared images, as before
     assert main([*common, "--out", str(first), "attacks=[none,pgd]", "attack_params.pgd.steps=10",
                  "data.n_examples=10", "data.selection=first"]) == 0
