@@ -66,7 +66,7 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         seen = [set(ix) for _, ix in g.groupby("attack")["index"]]
         shared, union = set.intersection(*seen), set.union(*seen)
         robust_where_seen = g.groupby("index")["correct"].all()
-        # a run that skipped only images another run broke (a cascade over survivors) leaves the worst case exact
+        # an attack that skipped only images another attack broke (a cascade over survivors) leaves the worst case exact
         cascade = len(union) > len(shared) and not robust_where_seen[sorted(union - shared)].any()
         images = union if cascade else shared
         survived = robust_where_seen[robust_where_seen.index.isin(images)]
