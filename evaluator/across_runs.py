@@ -380,7 +380,9 @@ def across_runs_blocks(dirs, out: Path) -> list[tuple]:
         (["setting"] if settings_differ(table) else []) + ["passes", "norm", "eps", "runs", "n", "images", "clean",
                                                            "worst_case", "gain"]
     return [("h2", "Worst case across runs"),
-            ("p", "An image counts as robust only if it survives every attack of every run at the same model, defense, "
+            ("p", "The headline: worst-case robust accuracy and clean accuracy after purification against the defense's "
+                  "budget K and, where every defended cell counted it, against the defender's compute. "
+                  "An image counts as robust only if it survives every attack of every run at the same model, defense, "
                   "K and threat model (`landscape worst-case`); `cascade`: a run on the survivors of others, counted on "
                   "every image; `shared`: the images all runs evaluated. Passes: the purifier's objective evaluations + "
                   "gradients per image, counted. Gain: the paired difference from the undefended "

@@ -53,6 +53,13 @@ def test_a_costlier_attack_on_the_survivors_gives_the_worst_case_on_every_image(
     section = text[text.index("## Worst case across runs"):]
     assert f"{100 * row['worst_case']:.1f} [" in section and "cascade" in section
     assert (tmp_path / "report" / "worst_case_across_runs.png").stat().st_size > 0
+    # the worst case across runs is the report's headline, before each run's own table; no per-run curves, which
+    # would draw the cheap run and the run on its survivors as two defenses
+    assert "headline.png" not in text and not (tmp_path / "report" / "headline.png").exists()
+    assert text.index("## Worst case across runs") < text.index("## Each run") < text.index("### cheap")
+    # the per-attack figure leaves out the run on the survivors (its accuracy is the survivors'), and says so
+    per_attack = text[text.index("## Accuracy against K, per attack"):]
+    assert "count in the worst case above, not here: costly." in per_attack
     assert main(["report", str(cheap), "--out", str(tmp_path / "one")]) == 0   # one run: no such section
     assert "Worst case across runs" not in (tmp_path / "one" / "report.md").read_text()
 
