@@ -35,8 +35,9 @@ from landscape.io import atomic_write, resolve_path
 from landscape.stats import wilson_interval
 
 
-def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
-    """One row per cell; ``per_cell``, if given, is filled with cell -> survived or not, per counted image."""
+def worst_case(dirs, per_cell: dict | None = None, survivor_runs: dict | None = None) -> pd.DataFrame:
+    """One row per cell; ``per_cell``, if given, is filled with cell -> survived or not, per counted image;
+    ``survivor_runs`` with cell -> the runs of a cascade cell that evaluated only the survivors of the others."""
     frames = []
     for d in dirs:
         path = Path(d) / "per_image.parquet"
@@ -71,6 +72,8 @@ def worst_case(dirs, per_cell: dict | None = None) -> pd.DataFrame:
         images = union if cascade else shared
         survived = robust_where_seen[robust_where_seen.index.isin(images)]
         per_cell[key] = survived
+        if cascade and survivor_runs is not None:
+            survivor_runs[key] = {run for run, ix in g.groupby("run")["index"] if set(ix) < union}
         clean = df[(df["attack"] == "none") & (df["model"] == key[0]) & (df["defense"] == key[1]) & (df["budget"] == key[3])
                    & (df["landscape"] == key[2]) & (df["setting"] == key[6]) & df["index"].isin(images)].drop_duplicates("index")
         lo, hi = wilson_interval(int(survived.sum()), len(survived))
@@ -360,12 +363,12 @@ def settings_differ(table: pd.DataFrame) -> bool:
     return bool(len(defended)) and bool(defended.groupby(["model", "defense", "budget"])["setting"].nunique().gt(1).any())
 
 
-def across_runs_blocks(dirs, out: Path) -> list[tuple]:
+def across_runs_blocks(dirs, out: Path, survivor_runs: dict | None = None) -> list[tuple]:
     """The report's section for several runs that attacked the same cells: their worst case together (with its
     figure), or nothing when no cell was attacked by more than one run or a run kept no per-image table."""
     if len(dirs) < 2 or not all((Path(d) / "per_image.parquet").is_file() for d in dirs):
         return []
-    table = worst_case(dirs)
+    table = worst_case(dirs, survivor_runs=survivor_runs)
     if not table["runs"].str.contains("+", regex=False).any():
         return []
     plot_worst_case(table, out / "worst_case_across_runs.png")

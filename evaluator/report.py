@@ -413,11 +413,19 @@ def _series_name(run, defense, landscape, several: bool) -> str:
     return f"{k}\n[{run}]" if several else k
 
 
-def on_most_images(df: pd.DataFrame) -> pd.DataFrame:
-    """Each cell's rows from the runs that evaluated it on the most images: a run of a cascade on the survivors
-    of others reports the survivors' accuracy, which a per-attack curve would read as the defense's."""
-    most = df.groupby(["model", "defense", "landscape", "budget"])["n"].transform("max")
-    return df[df["n"] == most]
+def without_survivor_runs(df: pd.DataFrame, survivor_runs: dict) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` without the rows of runs that evaluated a cascade cell on the survivors of the others (their accuracy
+    is the survivors', which a per-attack curve would read as the defense's), and those runs with their cells
+    in words. ``survivor_runs``: cell (model, defense, landscape, budget, ...) -> runs, from the worst case."""
+    drop = {(run, *key[:4]) for key, runs in survivor_runs.items() for run in runs}
+    if not drop:
+        return df, []
+    cell = list(zip(df["run"], df["model"], df["defense"], df["landscape"], df["budget"]))
+    keep = pd.Series([c not in drop for c in cell], index=df.index)
+    named: dict = {}
+    for run, _, defense, _, budget in sorted(drop, key=str):
+        named.setdefault(run, []).append(f"{defense} K = {budget}")
+    return df[keep], [f"{run} ({', '.join(cells)})" for run, cells in named.items()]
 
 
 def plot_budget(df: pd.DataFrame, path: Path) -> None:
@@ -637,8 +645,9 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
 
     # several runs that attacked the same cells (a cascade, an attack split over runs): their per-image worst case
     # together is the headline; per-run curves would draw each piece of the cascade as a defense of its own
-    across = across_runs_blocks(dirs, out)
-    per_attack = on_most_images(df) if across else df
+    survivor_runs: dict = {}
+    across = across_runs_blocks(dirs, out, survivor_runs)
+    per_attack, left_out = without_survivor_runs(df, survivor_runs)
     plot_budget(per_attack, out / "robust_accuracy_vs_budget.png")
     headline = not across and plot_headline(df, out / "headline.png")
     compute = headline and plot_headline(df, out / "headline_vs_compute.png", x="passes")
@@ -682,11 +691,9 @@ def write_report(dirs, out: Path) -> tuple[Path, pd.DataFrame]:
                          "per K (a curve still falling at its right end: the attack had not converged):"),
                    ("img", "attacker_budget.png", "attacker budget"), ("img", "attacker_convergence.png", "attacker convergence")]
     blocks += [("h2", "Accuracy against K, per attack")]
-    if len(per_attack) < len(df):
-        left_out = sorted(set(df["run"]) - set(per_attack["run"]))
-        blocks += [("p", "Each cell drawn from the runs that evaluated it on the most images; runs on fewer (a cascade's "
-                         "survivors, where accuracy is that of the survivors) count in the worst case above, not here"
-                         + (f": {', '.join(left_out)}." if left_out else "."))]
+    if left_out:
+        blocks += [("p", "Runs on a cascade's survivors report the survivors' accuracy: they count in the worst case "
+                         "above and are left out of this figure at those cells: " + "; ".join(left_out) + ".")]
     blocks += [("img", "robust_accuracy_vs_budget.png", "robust accuracy vs budget")]
     compute_table = compute_per_image(df)
     if compute_table is not None:

@@ -59,7 +59,11 @@ def test_a_costlier_attack_on_the_survivors_gives_the_worst_case_on_every_image(
     assert text.index("## Worst case across runs") < text.index("## Each run") < text.index("### cheap")
     # the per-attack figure leaves out the run on the survivors (its accuracy is the survivors'), and says so
     per_attack = text[text.index("## Accuracy against K, per attack"):]
-    assert "count in the worst case above, not here: costly." in per_attack
+    assert "left out of this figure at those cells: costly (none K = 0)." in per_attack
+    # a plain subset of the images (not survivors) is a run like any other: kept, nothing named
+    assert main(["report", str(cheap), str(first), "--out", str(tmp_path / "subset")]) == 0
+    text = (tmp_path / "subset" / "report.md").read_text()
+    assert "## Worst case across runs" in text and "left out of this figure" not in text
     assert main(["report", str(cheap), "--out", str(tmp_path / "one")]) == 0   # one run: no such section
     assert "Worst case across runs" not in (tmp_path / "one" / "report.md").read_text()
 
